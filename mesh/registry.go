@@ -1,0 +1,452 @@
+package mesh
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/moemesh/moemesh/proto"
+)
+
+// Registry timings.
+const (
+	// DefaultSyncWait bounds WatchCards' initial sync when ctx has no earlier deadline.
+	DefaultSyncWait = 10 * time.Second
+	// markerTTL is how long a removal marker (lease expiry or DeleteCard) stays in the bucket.
+	// A watcher whose consumer is recreated after a gap resumes from its last sequence and
+	// must still find the markers of what was removed meanwhile; minutes is ample.
+	markerTTL = 5 * time.Minute
+	// opTimeout bounds registry calls whose ctx has no deadline.
+	opTimeout = 5 * time.Second
+	// drainTimeout bounds the wait for a stopped KV watcher to close its channel.
+	drainTimeout = 2 * time.Second
+)
+
+var (
+	// ErrBadLease: a card lease in the registry does not decode (corrupt, or written by a
+	// build speaking another protocol version). Such leases are skipped.
+	ErrBadLease = errors.New("mesh: undecodable card lease")
+	// ErrWatch: a registry watch could not start or complete its initial sync.
+	ErrWatch = errors.New("mesh: registry watch")
+
+	errReconnected = errors.New("reconnected to NATS: restarting the watch")
+	errWatchClosed = errors.New("watch closed by the client (consumer lost)")
+)
+
+// Registry is a model's registry: the JetStream KV bucket proto.Bucket(model) holding card
+// leases under proto.CardKey (and, later, assignments and the controller lease).
+//
+// Leases carry a per-message TTL rather than a bucket-wide one: the bucket also holds keys
+// that must not expire (assignments), and each daemon's own TTL then governs its leases
+// whatever TTL other services open the registry with. With LimitMarkerTTL set, the server
+// leaves a marker when a lease lapses, which watchers see as a purge.
+//
+// The bucket is file-backed so that leases survive a restart of a server that keeps its
+// store; if the bucket disappears anyway, PutCard and WatchCards recreate it.
+type Registry struct {
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	kv        jetstream.KeyValue
+	cfg       jetstream.KeyValueConfig
+	stream    string // the bucket's stream, "KV_<bucket>"
+	putPrefix string // "$KV.<bucket>.": a lease is published straight to its key's subject
+	ttl       time.Duration
+	log       *slog.Logger
+	watchers  sync.WaitGroup // running WatchCards goroutines
+}
+
+// RegistryOption configures OpenRegistry.
+type RegistryOption func(*Registry)
+
+// WithLogger sets where the registry reports skipped leases and watch restarts
+// (default slog.Default()).
+func WithLogger(l *slog.Logger) RegistryOption {
+	return func(r *Registry) {
+		if l != nil {
+			r.log = l
+		}
+	}
+}
+
+// OpenRegistry creates or updates the bucket of model and returns its registry. ttl is the
+// lifetime of the leases PutCard writes (about 3 heartbeats); JetStream counts message TTLs
+// in whole seconds, so it is rounded up to them (at least 1 s).
+func OpenRegistry(ctx context.Context, nc *nats.Conn, model string, ttl time.Duration, opts ...RegistryOption) (*Registry, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("mesh: registry of %s: lease TTL %v must be positive", model, ttl)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: registry of %s: %w", model, err)
+	}
+	bucket := proto.Bucket(model)
+	r := &Registry{
+		nc: nc,
+		js: js,
+		cfg: jetstream.KeyValueConfig{
+			Bucket:         bucket,
+			Description:    "moemesh registry of model " + model,
+			History:        1,
+			Storage:        jetstream.FileStorage,
+			LimitMarkerTTL: markerTTL,
+		},
+		stream:    "KV_" + bucket,
+		putPrefix: "$KV." + bucket + ".",
+		ttl:       time.Duration(math.Ceil(ttl.Seconds())) * time.Second,
+		log:       slog.Default(),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.kv, err = r.createBucket(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Bucket is the registry's KV bucket name.
+func (r *Registry) Bucket() string { return r.cfg.Bucket }
+
+// LeaseTTL is the lifetime of the leases PutCard writes.
+func (r *Registry) LeaseTTL() time.Duration { return r.ttl }
+
+func (r *Registry) createBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	kv, err := r.js.CreateOrUpdateKeyValue(ctx, r.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: registry bucket %s: %w", r.cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// PutCard validates st and writes it as the card's lease, alive for LeaseTTL from now.
+func (r *Registry) PutCard(ctx context.Context, st *proto.CardStatus) error {
+	if st == nil {
+		return errors.New("mesh: PutCard: nil status")
+	}
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("mesh: card lease: %w", err)
+	}
+	data, err := proto.Marshal(st)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	key := proto.CardKey(st.Card)
+	err = r.putLease(ctx, key, data)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		// No stream took the message: the bucket is gone (a server restarted without its
+		// store). Recreate it and try once more.
+		if _, cerr := r.createBucket(ctx); cerr != nil {
+			return fmt.Errorf("mesh: lease %s: %w (recreating the bucket: %w)", key, err, cerr)
+		}
+		err = r.putLease(ctx, key, data)
+	}
+	if err != nil {
+		return fmt.Errorf("mesh: lease %s: %w", key, err)
+	}
+	return nil
+}
+
+// putLease publishes a KV value with a per-message TTL, which jetstream.KeyValue.Put
+// cannot set. WithExpectStream makes sure the bucket's stream, and nothing else, stores it.
+func (r *Registry) putLease(ctx context.Context, key string, data []byte) error {
+	m := nats.NewMsg(r.putPrefix + key)
+	m.Data = data
+	_, err := r.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(r.ttl), jetstream.WithExpectStream(r.stream))
+	return err
+}
+
+// DeleteCard removes a card's lease at once (a clean shutdown), leaving a marker that
+// watchers see as a purge.
+func (r *Registry) DeleteCard(ctx context.Context, cardID string) error {
+	if err := proto.ValidToken(cardID); err != nil {
+		return fmt.Errorf("mesh: DeleteCard: %w", err)
+	}
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	if err := r.kv.Purge(ctx, proto.CardKey(cardID), jetstream.PurgeTTL(markerTTL)); err != nil {
+		return fmt.Errorf("mesh: delete lease of %s: %w", cardID, err)
+	}
+	return nil
+}
+
+// Cards returns the current leases, sorted by card id. Leases that do not decode are
+// skipped and reported: the error then wraps ErrBadLease (one joined error per lease) and
+// the good cards are still returned. Any other error comes with nil cards.
+func (r *Registry) Cards(ctx context.Context) ([]proto.CardStatus, error) {
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	wctx, stop := context.WithCancel(ctx) // the watch's lifetime (see stopWatch)
+	w, err := r.kv.Watch(wctx, proto.CardKeys(), jetstream.IgnoreDeletes())
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("mesh: listing cards in %s: %w", r.cfg.Bucket, err)
+	}
+	defer stopWatch(stop, w)
+	var (
+		cards []proto.CardStatus
+		bad   []error
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("mesh: listing cards in %s: %w", r.cfg.Bucket, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("mesh: listing cards in %s: %w", r.cfg.Bucket, errWatchClosed)
+			}
+			if e == nil { // all current values delivered
+				slices.SortFunc(cards, func(a, b proto.CardStatus) int { return cmp.Compare(a.Card, b.Card) })
+				return cards, errors.Join(bad...)
+			}
+			if _, ok := proto.CardIDFromKey(e.Key()); !ok {
+				continue
+			}
+			st, err := decodeLease(e)
+			if err != nil {
+				bad = append(bad, err)
+				continue
+			}
+			cards = append(cards, *st)
+		}
+	}
+}
+
+// WatchCards follows the card leases: fn(id, st) for every lease written (initial values,
+// then each heartbeat), fn(id, nil) once a known card is gone (deleted, purged, its lease
+// lapsed, or no longer decodable). fn runs on one goroutine, never concurrently, and must
+// not block for long: it holds up the watch.
+//
+// WatchCards returns once the current leases have been delivered, so the caller's view is
+// complete, or with an error wrapping ErrWatch if that takes longer than ctx's deadline or
+// DefaultSyncWait, whichever is earlier. ctx is the watch's lifetime (a deadline on it ends
+// the watch too): the watch runs until ctx is done or the connection is closed. It
+// survives NATS reconnects and server restarts: it restarts from a fresh snapshot and
+// reports (fn(id, nil)) the cards that vanished meanwhile.
+func (r *Registry) WatchCards(ctx context.Context, fn func(cardID string, st *proto.CardStatus)) error {
+	if fn == nil {
+		return fmt.Errorf("%w: nil callback", ErrWatch)
+	}
+	wait := DefaultSyncWait
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		wait = time.Until(dl)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	w := &cardWatch{r: r, fn: fn, known: map[string]bool{}, synced: make(chan struct{}), done: make(chan struct{})}
+	r.watchers.Add(1)
+	go func() {
+		defer r.watchers.Done()
+		defer close(w.done)
+		defer cancel()
+		w.run(wctx)
+	}()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-w.synced:
+		return nil
+	case <-w.done: // w.err is safe to read: close(w.done) happens after the last write
+		return fmt.Errorf("%w %s: stopped before the initial sync: %w", ErrWatch, r.cfg.Bucket, w.err)
+	case <-timer.C:
+		cancel()
+		<-w.done
+		return fmt.Errorf("%w %s: initial sync not done within %v: %w", ErrWatch, r.cfg.Bucket, wait.Round(time.Millisecond), w.err)
+	}
+}
+
+// cardWatch is the state of one WatchCards goroutine.
+type cardWatch struct {
+	r      *Registry
+	fn     func(string, *proto.CardStatus)
+	known  map[string]bool // cards reported to fn and not yet reported gone
+	synced chan struct{}   // closed after the first initial sync
+	once   sync.Once
+	done   chan struct{} // closed when run has returned
+	err    error         // why the last generation ended; read only after done
+}
+
+// run restarts the KV watch (a generation) until ctx is done or the connection is closed.
+func (w *cardWatch) run(ctx context.Context) {
+	// A reconnect usually means the server restarted and our ordered consumer is gone;
+	// nats.go would notice only after two missed idle heartbeats (~10 s). So a reconnect
+	// restarts the watch at once, and cuts short a backoff wait.
+	reconnected := w.r.nc.StatusChanged(nats.CONNECTED)
+	defer w.r.nc.RemoveStatusListener(reconnected)
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(2*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	for gen := 0; ; gen++ {
+		synced, err := w.generation(ctx, gen, reconnected)
+		if ctx.Err() != nil {
+			if w.err == nil { // keep the last real failure: it says why the sync timed out
+				w.err = ctx.Err()
+			}
+			return
+		}
+		w.err = err
+		if w.r.nc.IsClosed() {
+			w.err = fmt.Errorf("%w: %w", err, nats.ErrConnectionClosed)
+			w.r.log.Info("registry watch stopped: connection closed", "bucket", w.r.cfg.Bucket)
+			return
+		}
+		if synced {
+			bo.Reset()
+		}
+		if errors.Is(err, errReconnected) {
+			w.r.log.Info("registry watch restarting", "bucket", w.r.cfg.Bucket, "reason", err)
+			continue // the server is back: resync at once
+		}
+		delay := bo.NextBackOff()
+		w.r.log.Warn("registry watch restarting", "bucket", w.r.cfg.Bucket, "err", err, "in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-reconnected:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// generation runs one KV watch: a snapshot of the current leases, then live changes, until
+// ctx is done, the client reconnects, or the watch breaks. synced says whether the snapshot
+// was complete.
+func (w *cardWatch) generation(ctx context.Context, gen int, reconnected <-chan nats.Status) (synced bool, err error) {
+	if gen > 0 {
+		if _, err := w.r.createBucket(ctx); err != nil {
+			return false, err
+		}
+	}
+	// gctx is the KV watch's lifetime: this generation (see stopWatch).
+	gctx, cancel := context.WithCancel(ctx)
+	// kv.Watch creates the consumer with gctx, which has no deadline: bound it by hand.
+	create := time.AfterFunc(opTimeout, cancel)
+	kw, err := w.r.kv.Watch(gctx, proto.CardKeys())
+	if !create.Stop() {
+		if err == nil {
+			stopWatch(cancel, kw)
+		}
+		return false, fmt.Errorf("creating the watch took over %v: %w", opTimeout, context.DeadlineExceeded)
+	}
+	if err != nil {
+		cancel()
+		return false, fmt.Errorf("creating the watch: %w", err)
+	}
+	defer stopWatch(cancel, kw)
+
+	seen := map[string]bool{} // cards in this generation's snapshot
+	for {
+		select {
+		case <-ctx.Done():
+			return synced, nil
+		case <-reconnected:
+			return synced, errReconnected
+		case e, ok := <-kw.Updates():
+			switch {
+			case !ok:
+				return synced, errWatchClosed
+			case e == nil: // snapshot complete
+				if !synced {
+					synced = true
+					for id := range w.known {
+						if !seen[id] {
+							w.gone(id)
+						}
+					}
+					w.once.Do(func() { close(w.synced) })
+				}
+			default:
+				if id := w.apply(e); id != "" && !synced {
+					seen[id] = true
+				}
+			}
+		}
+	}
+}
+
+// apply reports one KV entry to fn and returns the card id if the card is (still) present.
+func (w *cardWatch) apply(e jetstream.KeyValueEntry) string {
+	id, ok := proto.CardIDFromKey(e.Key())
+	if !ok {
+		return ""
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		w.gone(id)
+		return ""
+	}
+	st, err := decodeLease(e)
+	if err != nil {
+		w.r.log.Warn("skipping card lease", "bucket", w.r.cfg.Bucket, "err", err)
+		w.gone(id)
+		return ""
+	}
+	w.known[id] = true
+	w.fn(id, st)
+	return id
+}
+
+// gone reports a known card as gone, once.
+func (w *cardWatch) gone(id string) {
+	if w.known[id] {
+		delete(w.known, id)
+		w.fn(id, nil)
+	}
+}
+
+func decodeLease(e jetstream.KeyValueEntry) (*proto.CardStatus, error) {
+	id, _ := proto.CardIDFromKey(e.Key())
+	var st proto.CardStatus
+	if err := proto.DecodeCardStatus(e.Value(), &st); err != nil {
+		return nil, fmt.Errorf("%w %s (revision %d): %w", ErrBadLease, e.Key(), e.Revision(), err)
+	}
+	if st.Card != id {
+		return nil, fmt.Errorf("%w %s (revision %d): it holds card %q", ErrBadLease, e.Key(), e.Revision(), st.Card)
+	}
+	return &st, nil
+}
+
+// stopWatch ends a KV watch by cancelling the context it was created with: nats.go then
+// unsubscribes and deletes the consumer on its own goroutine. (KeyWatcher.Stop would do the
+// same on ours, and the delete is a request that waits out a 5 s timeout when the server
+// has just gone.) Meanwhile the channel is drained until nats.go closes it, because the
+// watcher's delivery callback blocks on a full channel and would pin the subscription's
+// goroutine.
+func stopWatch(cancel context.CancelFunc, w jetstream.KeyWatcher) {
+	cancel()
+	t := time.NewTimer(drainTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// withDefaultDeadline gives ctx a deadline of opTimeout if it has none.
+func withDefaultDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, opTimeout)
+}

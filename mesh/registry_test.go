@@ -1,0 +1,382 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/moemesh/moemesh/proto"
+)
+
+// view records what a WatchCards callback was told.
+type view struct {
+	mu     sync.Mutex
+	cards  map[string]*proto.CardStatus
+	events []string // "+id" for a lease, "-id" for gone
+}
+
+func newView() *view { return &view{cards: map[string]*proto.CardStatus{}} }
+
+func (v *view) fn(id string, st *proto.CardStatus) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if st == nil {
+		if _, ok := v.cards[id]; !ok {
+			v.events = append(v.events, "-"+id+" (unknown!)")
+		}
+		delete(v.cards, id)
+		v.events = append(v.events, "-"+id)
+		return
+	}
+	v.cards[id] = st
+	v.events = append(v.events, "+"+id)
+}
+
+func (v *view) ids() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var ids []string
+	for id := range v.cards {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// has returns a waitFor condition: the view holds exactly ids.
+func (v *view) has(ids ...string) func() error {
+	return func() error {
+		if got := v.ids(); !slices.Equal(got, ids) {
+			return fmt.Errorf("view holds %v, want %v", got, ids)
+		}
+		return nil
+	}
+}
+
+func card(id string, queue int32) *proto.CardStatus {
+	return &proto.CardStatus{V: proto.Version, Card: id, Daemon: "d1", Device: "cpu:0", Queue: queue,
+		Experts: []proto.ExpertState{{Layer: 1, Expert: 2, State: proto.StateReady}}, Beat: time.Now().UnixNano()}
+}
+
+func openRegistry(t *testing.T, nc *nats.Conn, model string, ttl time.Duration, opts ...RegistryOption) *Registry {
+	t.Helper()
+	r, err := OpenRegistry(timeout(t, 5*time.Second), nc, model, ttl, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Runs after the cleanups of the watches started later: every watch goroutine must
+	// have stopped once its context ended.
+	t.Cleanup(func() { waitWatchers(t, r) })
+	return r
+}
+
+// watch starts WatchCards on a fresh view; the watch stops at the end of the test.
+func watch(t *testing.T, r *Registry) (*view, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	v := newView()
+	if err := r.WatchCards(ctx, v.fn); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	return v, cancel
+}
+
+func waitWatchers(t *testing.T, r *Registry) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { r.watchers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Errorf("watch goroutines still running 5s after their contexts ended\n%s", buf[:n])
+	}
+}
+
+func TestRegistryPutListWatchDelete(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	nc := connect(t, s.ClientURL())
+	r := openRegistry(t, nc, "org/Model-1", 30*time.Second)
+	if r.Bucket() != "moemesh_org_Model-1" {
+		t.Fatalf("bucket %s", r.Bucket())
+	}
+	// Another service opening the same registry with another TTL is fine.
+	openRegistry(t, connect(t, s.ClientURL()), "org/Model-1", 3*time.Second)
+
+	early, _ := watch(t, r) // on an empty bucket: returns at once
+	ctx := timeout(t, 10*time.Second)
+	for _, c := range []*proto.CardStatus{card("c1", 1), card("c0", 0)} {
+		if err := r.PutCard(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 2*time.Second, early.has("c0", "c1"))
+
+	cards, err := r.Cards(ctx)
+	if err != nil || len(cards) != 2 || cards[0].Card != "c0" || cards[1].Card != "c1" || cards[1].Queue != 1 {
+		t.Fatalf("Cards = %+v, %v", cards, err)
+	}
+
+	// A watch started now has the current leases by the time WatchCards returns.
+	late, _ := watch(t, r)
+	if err := late.has("c0", "c1")(); err != nil {
+		t.Fatalf("after WatchCards returned: %v", err)
+	}
+
+	if err := r.DeleteCard(ctx, "c0"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, early.has("c1"))
+	waitFor(t, 2*time.Second, late.has("c1"))
+	if cards, err := r.Cards(ctx); err != nil || len(cards) != 1 || cards[0].Card != "c1" {
+		t.Fatalf("Cards after delete = %+v, %v", cards, err)
+	}
+	// Heartbeats are repeated puts: the view is updated in place.
+	if err := r.PutCard(ctx, card("c1", 9)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, func() error {
+		early.mu.Lock()
+		defer early.mu.Unlock()
+		if q := early.cards["c1"].Queue; q != 9 {
+			return fmt.Errorf("queue %d", q)
+		}
+		return nil
+	})
+	early.mu.Lock()
+	t.Logf("events: %v", early.events)
+	for _, e := range early.events {
+		if e[0] == '-' && e != "-c0" {
+			t.Errorf("unexpected removal %s", e)
+		}
+	}
+	early.mu.Unlock()
+
+	// What PutCard refuses.
+	bad := card("c.2", 0)
+	if err := r.PutCard(ctx, bad); !errors.Is(err, proto.ErrBadID) {
+		t.Errorf("dotted card id: %v", err)
+	}
+	bad = card("c2", 0)
+	bad.V = 99
+	if err := r.PutCard(ctx, bad); proto.CodeOf(err) != proto.CodeVersion {
+		t.Errorf("wrong version: %v", err)
+	}
+	if err := r.DeleteCard(ctx, "c>"); !errors.Is(err, proto.ErrBadID) {
+		t.Errorf("bad id deleted: %v", err)
+	}
+}
+
+// A card that stops heartbeating disappears from watchers within about its lease TTL;
+// one that keeps heartbeating stays.
+func TestRegistryLeaseExpiry(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	nc := connect(t, s.ClientURL())
+	r := openRegistry(t, nc, "expiry", 1500*time.Millisecond) // rounded up to 2s
+	if r.LeaseTTL() != 2*time.Second {
+		t.Fatalf("lease TTL %v, want 2s", r.LeaseTTL())
+	}
+	v, _ := watch(t, r)
+
+	ctx, stop := context.WithCancel(context.Background())
+	var beats sync.WaitGroup
+	beats.Add(1)
+	go func() { // the live card's heartbeat, owned by ctx
+		defer beats.Done()
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := r.PutCard(pctx, card("alive", 0)); err != nil && ctx.Err() == nil {
+				t.Errorf("heartbeat: %v", err)
+			}
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { stop(); beats.Wait() }()
+
+	if err := r.PutCard(timeout(t, time.Second), card("dead", 0)); err != nil {
+		t.Fatal(err)
+	}
+	lastBeat := time.Now()
+	waitFor(t, 2*time.Second, v.has("alive", "dead"))
+	waitFor(t, 5*time.Second, v.has("alive"))
+	gone := time.Since(lastBeat)
+	t.Logf("lease of 2s lapsed after %v", gone.Round(10*time.Millisecond))
+	if gone < 1500*time.Millisecond {
+		t.Fatalf("lease lapsed after %v, before its TTL", gone)
+	}
+	cards, err := r.Cards(timeout(t, time.Second))
+	if err != nil || len(cards) != 1 || cards[0].Card != "alive" {
+		t.Fatalf("Cards = %+v, %v", cards, err)
+	}
+}
+
+func TestRegistryBadLease(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	nc := connect(t, s.ClientURL())
+	var logs syncBuffer
+	r := openRegistry(t, nc, "bad", 30*time.Second, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	ctx := timeout(t, 5*time.Second)
+	if err := r.PutCard(ctx, card("good", 0)); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := proto.Marshal(card("someone-else", 0))
+	for key, data := range map[string][]byte{"card.junk": []byte("\x93garbage"), "card.liar": other} {
+		if _, err := js.Publish(ctx, "$KV."+r.Bucket()+"."+key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cards, err := r.Cards(ctx)
+	if len(cards) != 1 || cards[0].Card != "good" || !errors.Is(err, ErrBadLease) {
+		t.Fatalf("Cards = %+v, %v: want the good card and ErrBadLease", cards, err)
+	}
+	t.Logf("%v", err)
+	v, _ := watch(t, r)
+	if err := v.has("good")(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(logs.Bytes(), []byte("card.junk")) || !bytes.Contains(logs.Bytes(), []byte("card.liar")) {
+		t.Fatalf("bad leases not logged:\n%s", logs.Bytes())
+	}
+}
+
+func TestWatchSyncDeadline(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	nc := connect(t, s.ClientURL())
+	r := openRegistry(t, nc, "m", 30*time.Second, WithLogger(slog.New(slog.DiscardHandler)))
+	s.Shutdown() // the registry can no longer be read
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := r.WatchCards(ctx, func(string, *proto.CardStatus) { t.Error("callback called") })
+	if !errors.Is(err, ErrWatch) {
+		t.Fatalf("err = %v, want ErrWatch", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("gave up after %v, deadline 300ms", d)
+	}
+	t.Logf("%v", err)
+	waitWatchers(t, r)
+}
+
+// The server restarts on the same port and store: clients reconnect, requests succeed
+// again, leases written before the restart are still there, and a watch started before
+// it sees leases written after it.
+func TestReconnect(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	s := startServer(t, ServerConfig{Port: port, StoreDir: dir})
+	responder := connect(t, s.ClientURL())
+	if _, err := responder.Subscribe("ping", func(m *nats.Msg) { _ = m.Respond([]byte("pong")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := responder.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, s.ClientURL())
+	r := openRegistry(t, nc, "restart", 30*time.Second, WithLogger(slog.New(slog.DiscardHandler)))
+	ping := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := Request(ctx, nc, nats.NewMsg("ping"))
+		return err
+	}
+	if err := ping(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutCard(timeout(t, time.Second), card("before", 0)); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := watch(t, r)
+
+	s.Shutdown()
+	waitFor(t, 2*time.Second, func() error {
+		if nc.IsConnected() {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+	// While the server is away a request fails at once: nothing is buffered for replay.
+	start := time.Now()
+	err := ping()
+	if err == nil || time.Since(start) > 100*time.Millisecond || !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("request while disconnected: %v after %v, want ErrNotConnected at once", err, time.Since(start))
+	}
+
+	restarted := time.Now()
+	startServer(t, ServerConfig{Port: port, StoreDir: dir})
+	waitFor(t, 5*time.Second, ping)
+	t.Logf("request succeeded %v after the restart", time.Since(restarted).Round(time.Millisecond))
+
+	cards, err := r.Cards(timeout(t, 2*time.Second))
+	if err != nil || len(cards) != 1 || cards[0].Card != "before" {
+		t.Fatalf("leases after restart: %+v, %v", cards, err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		return r.PutCard(timeout(t, time.Second), card("after", 0))
+	})
+	waitFor(t, 5*time.Second, v.has("after", "before"))
+	t.Logf("watch caught up %v after the restart", time.Since(restarted).Round(time.Millisecond))
+}
+
+// A bucket that vanished (a server restarted without its store) is recreated by the next
+// heartbeat.
+func TestRegistryRecreatesBucket(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	nc := connect(t, s.ClientURL())
+	r := openRegistry(t, nc, "heal", 30*time.Second)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := timeout(t, 5*time.Second)
+	if err := js.DeleteKeyValue(ctx, r.Bucket()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.PutCard(ctx, card("c0", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if cards, err := r.Cards(ctx); err != nil || len(cards) != 1 {
+		t.Fatalf("Cards = %+v, %v", cards, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the watch goroutine's logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}

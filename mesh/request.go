@@ -1,0 +1,223 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+
+	"github.com/moemesh/moemesh/proto"
+)
+
+// Request errors. Besides its sentinel, an error from Request carries a *proto.Error, so
+// proto.CodeOf maps it to a wire (and HTTP) code: no responders and not connected → 503,
+// timeout → 504, payload too large → 413.
+var (
+	// ErrNoDeadline: a network wait was asked for without a deadline. Permanent.
+	ErrNoDeadline = errors.New("mesh: no deadline")
+	// ErrNoResponders: nobody subscribes to the subject (the card is gone). Retryable.
+	ErrNoResponders = errors.New("mesh: no responders")
+	// ErrTimeout: the attempt's deadline passed without a reply. Retryable: after churn a
+	// request can be routed to a departing responder.
+	ErrTimeout = errors.New("mesh: timeout")
+	// ErrNotConnected: the connection is closed, draining or reconnecting. Permanent for
+	// this call: a retry milliseconds later on the same connection would fail the same way.
+	ErrNotConnected = errors.New("mesh: not connected to NATS")
+)
+
+// requestError is what Request returns for transport failures. Unwrap exposes the mesh
+// sentinel, a *proto.Error for proto.CodeOf, and the nats.go cause.
+type requestError struct {
+	kind    error
+	subject string
+	wire    *proto.Error
+	cause   error
+}
+
+func (e *requestError) Error() string {
+	return fmt.Sprintf("%v on %s: %v", e.kind, e.subject, e.cause)
+}
+
+func (e *requestError) Unwrap() []error {
+	errs := []error{e.kind, e.wire, e.cause}
+	out := errs[:0]
+	for _, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// Request sends msg and waits for one reply until ctx's deadline; a ctx without a deadline
+// is refused (ErrNoDeadline). It stamps msg with proto.HeaderDeadline, so the responder can
+// drop work whose caller has given up.
+//
+// A reply carrying a service error (proto.HeaderErrorCode, as written by RespondError or
+// micro's Request.Error) becomes an error wrapping a *proto.Error; transport failures
+// wrap ErrNoResponders, ErrTimeout, ErrNotConnected or the nats.go error. Retryable tells
+// which are worth another attempt.
+func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) {
+	if msg == nil {
+		return nil, errors.New("mesh: Request: nil message")
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return nil, fmt.Errorf("%w: request on %s", ErrNoDeadline, msg.Subject)
+	}
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
+
+	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, classify(msg.Subject, err)
+	}
+	if perr, ok := proto.ParseError(reply.Header.Get(proto.HeaderErrorCode), reply.Header.Get(proto.HeaderError)); ok {
+		return nil, fmt.Errorf("mesh: %s answered: %w", msg.Subject, perr)
+	}
+	return reply, nil
+}
+
+// classify maps a nats.go request error to the package's errors.
+func classify(subject string, err error) error {
+	re := &requestError{subject: subject, cause: err}
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		re.kind = ErrNoResponders
+		re.wire = proto.Errorf(proto.CodeUnavailable, "no responders on %s", subject)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		re.kind = ErrTimeout
+		re.wire = proto.Errorf(proto.CodeDeadline, "no reply on %s before the deadline", subject)
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, nats.ErrInvalidConnection):
+		re.kind = ErrNotConnected
+		re.wire = proto.Errorf(proto.CodeUnavailable, "not connected to NATS")
+	case errors.Is(err, nats.ErrMaxPayload):
+		return fmt.Errorf("mesh: request on %s: %w: %w", subject, proto.Errorf(proto.CodeTooLarge, "message exceeds the server's max payload"), err)
+	default:
+		// context.Canceled, bad subject, ...: the caller's decision or a bug; permanent.
+		return fmt.Errorf("mesh: request on %s: %w", subject, err)
+	}
+	return re
+}
+
+// Retryable reports whether another attempt (on another replica, or a little later) may
+// succeed: no responders, timeouts and a lapsed attempt deadline are retryable; service
+// errors follow proto.Code.Retryable; a missing deadline, a cancelled context and a lost
+// connection are not. Callers still check their own context before retrying.
+func Retryable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrNoDeadline), errors.Is(err, ErrNotConnected):
+		return false
+	case errors.Is(err, ErrNoResponders), errors.Is(err, ErrTimeout),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return true
+	}
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		return pe.Code.Retryable()
+	}
+	return false
+}
+
+// Retry runs an idempotent operation up to Attempts times with exponential backoff and
+// jitter between attempts. The zero value is usable.
+type Retry struct {
+	Attempts int           // total attempts; 0 = 3
+	Initial  time.Duration // first backoff; 0 = 5 ms
+	Max      time.Duration // backoff cap; 0 = 100 ms
+	// PerAttempt bounds each attempt (within ctx's deadline); 0 = the rest of ctx, which
+	// then must have a deadline.
+	PerAttempt time.Duration
+	// Notify, if set, is called after every failed attempt (attempt counts from 0), before
+	// any wait: the hook for a tracing event.
+	Notify func(err error, attempt int)
+}
+
+// Retry defaults: three tries within a few tens of milliseconds suit a layer step, whose
+// whole budget is a fraction of a second.
+const (
+	defaultAttempts       = 3
+	defaultInitialBackoff = 5 * time.Millisecond
+	defaultMaxBackoff     = 100 * time.Millisecond
+)
+
+// Do calls op until it succeeds, fails with an error Retryable rejects, the attempts are
+// spent, or ctx is done. Each call gets its own sub-deadline and its attempt number
+// (0, 1, ...), so op can pick another replica. The returned error wraps op's last error
+// (and ctx's error if that is what stopped the retries) with the attempt count.
+func (r Retry) Do(ctx context.Context, op func(ctx context.Context, attempt int) error) error {
+	if r.Attempts <= 0 {
+		r.Attempts = defaultAttempts
+	}
+	if r.Initial <= 0 {
+		r.Initial = defaultInitialBackoff
+	}
+	if r.Max <= 0 {
+		r.Max = defaultMaxBackoff
+	}
+	if _, ok := ctx.Deadline(); !ok && r.PerAttempt <= 0 {
+		return fmt.Errorf("%w: Retry.Do needs a ctx deadline or PerAttempt", ErrNoDeadline)
+	}
+	eb := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(r.Initial),
+		backoff.WithMaxInterval(r.Max),
+		backoff.WithMultiplier(2),
+		backoff.WithMaxElapsedTime(0), // the budget is ctx's deadline, not the backoff's
+	)
+	b := backoff.WithContext(backoff.WithMaxRetries(eb, uint64(r.Attempts-1)), ctx)
+
+	attempts := 0
+	var last error
+	err := backoff.Retry(func() error {
+		if err := ctx.Err(); err != nil {
+			return backoff.Permanent(err)
+		}
+		attempt := attempts
+		attempts++
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if r.PerAttempt > 0 {
+			actx, cancel = context.WithTimeout(ctx, r.PerAttempt)
+		}
+		err := op(actx, attempt)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+		if r.Notify != nil {
+			r.Notify(err, attempt)
+		}
+		if !Retryable(err) || ctx.Err() != nil {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, b)
+	if err == nil {
+		return nil
+	}
+	if last == nil { // ctx was done before the first attempt
+		return fmt.Errorf("mesh: no attempt made: %w", err)
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(last, cerr) {
+		// Stopped by ctx (during a backoff wait, or op ignored its deadline).
+		return fmt.Errorf("mesh: after %d %s: %w (gave up: %w)", attempts, plural(attempts), last, cerr)
+	}
+	return fmt.Errorf("mesh: after %d %s: %w", attempts, plural(attempts), last)
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return "attempt"
+	}
+	return "attempts"
+}
