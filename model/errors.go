@@ -9,4 +9,6 @@ var (
 	ErrRouting     = errors.New("model: bad routing")
 	ErrMissing     = errors.New("model: tensor missing")
 	ErrNotLoaded   = errors.New("model: expert not loaded")
+	// ErrShape: a checkpoint tensor's shape disagrees with config.json.
+	ErrShape = errors.New("model: tensor shape does not match config")
 )
