@@ -1,0 +1,53 @@
+# moemesh — `make run` starts a whole mesh, `make test` runs the suite. Nothing else to install:
+# Go modules come through the Go proxy; everything else is built from this repository.
+GO        ?= go
+BIN       := bin/moemesh
+PKGS      := ./...
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FUZZTIME  ?= 30s
+export CGO_ENABLED ?= 0
+
+.PHONY: all build run test test-short race bench lint fuzz chaos clean
+
+all: build
+
+build: ## the one binary
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/moemesh
+
+run: build ## embedded NATS + expert daemons on the built-in tiny model
+	./$(BIN) up
+
+test: ## the whole suite (what CI runs)
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short: ## quick loop while developing
+	$(GO) test -short -count=1 $(PKGS)
+
+bench: build ## benchmarks: kernels (go test -bench) and a MoE layer through the mesh
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./ascend/... ./model/... ./proto/...
+	./$(BIN) bench layer --model builtin:small --tokens 1,16,128 --daemons 2
+	./$(BIN) bench layer --model builtin:small --tokens 16 --daemons 2 --wire f32 --mode pairs --iters 5
+
+lint: ## formatting, vet, import rules
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -run 'Test(Import|Layout|Only)' ./internal/archtest/
+
+fuzz: ## every decoder, $(FUZZTIME) each
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExpertBatch$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExpertResult$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCardStatus$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenFile$$' -fuzztime $(FUZZTIME) ./model/safetensors/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./model/safetensors/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./model/
+	$(GO) test -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME) ./model/
+
+chaos: ## multi-process failure tests, longer than in `make test`
+	MOEMESH_CHAOS=long CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m -run 'Kill|Chaos|Process' ./internal/meshtest/
+
+clean:
+	rm -rf bin

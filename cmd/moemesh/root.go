@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moemesh/moemesh/model/synth"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = "dev"
+
+type globals struct {
+	logLevel string
+	logJSON  bool
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "moemesh",
+		Short:         "An event-driven expert-serving mesh for Mixture-of-Experts models",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("MOEMESH_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env MOEMESH_LOG_LEVEL)")
+	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", os.Getenv("MOEMESH_LOG_JSON") != "", "log as JSON lines (env MOEMESH_LOG_JSON)")
+	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g))
+	return root
+}
+
+func (g *globals) logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if g.logJSON {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+const defaultNATS = "nats://127.0.0.1:4222"
+
+// resolveModel turns --model into a checkpoint directory. "builtin:<name>" is generated
+// once into the user cache directory; anything else is a Hugging Face model directory.
+func resolveModel(spec string, log *slog.Logger) (dir, name string, err error) {
+	if builtin, ok := strings.CutPrefix(spec, "builtin:"); ok {
+		presets := map[string]synth.Options{
+			"tiny":  {Arch: "qwen3_moe", Preset: "tiny", Seed: 1, DType: "bf16"},
+			"small": {Arch: "qwen3_moe", Preset: "small", Seed: 1, DType: "bf16"},
+		}
+		o, ok := presets[builtin]
+		if !ok {
+			return "", "", fmt.Errorf("unknown built-in model %q (built in: tiny, small)", builtin)
+		}
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		dir = filepath.Join(cache, "moemesh", "builtin-"+builtin)
+		if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+			log.Info("generating the built-in model", "name", builtin, "dir", dir)
+			if _, err := synth.Write(dir, o); err != nil {
+				return "", "", fmt.Errorf("generating built-in model %q: %w", builtin, err)
+			}
+		}
+		return dir, "builtin-" + builtin, nil
+	}
+	if spec == "" {
+		return "", "", fmt.Errorf("--model is required (a Hugging Face model directory or builtin:tiny)")
+	}
+	if _, err := os.Stat(filepath.Join(spec, "config.json")); err != nil {
+		return "", "", fmt.Errorf("--model %s: not a model directory: %w", spec, err)
+	}
+	return spec, filepath.Base(filepath.Clean(spec)), nil
+}
+
+func runtimeCPUs() int { return runtime.GOMAXPROCS(0) }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moemesh/moemesh/internal/stack"
+	"github.com/moemesh/moemesh/proto"
+)
+
+func newUp(g *globals) *cobra.Command {
+	var (
+		modelSpec string
+		daemons   int
+		replicas  int
+	)
+	c := &cobra.Command{
+		Use:   "up",
+		Short: "Run a whole mesh in one process: embedded NATS and expert daemons (with a built-in model by default)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := g.logger()
+			dir, name, err := resolveModel(modelSpec, log)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			st, err := stack.Start(ctx, stack.Config{ModelDir: dir, Model: name, Daemons: daemons, Replicated: replicas, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			// A first MoE layer through the mesh against the same layer in process shows the
+			// mesh works before anyone sends it traffic.
+			chk, err := st.NewLayer(ctx, -1, proto.ModeReduce, proto.BF16)
+			if err != nil {
+				return err
+			}
+			defer chk.Close()
+			x := stack.RandomInput(rand.New(rand.NewPCG(1, 2)), 16, st.Model.Hidden)
+			res, err := chk.Run(ctx, x, 1)
+			if err != nil {
+				return fmt.Errorf("mesh self-check: %w", err)
+			}
+			fmt.Printf("moemesh is up: NATS %s, model %s (%s, %d experts × %d MoE layers), %d expert daemons\n",
+				st.URL, name, st.Model.Arch, st.Model.Experts, len(st.Model.MoELayers()), daemons)
+			fmt.Printf("self-check: one MoE layer of 16 tokens through the mesh vs in process: maxdiff=%.3g mesh=%v local=%v\n",
+				res.MaxDiff, res.Mesh.Round(time.Microsecond), res.Local.Round(time.Microsecond))
+			fmt.Printf("try:  MOEMESH_NATS_URL=%s moemesh expertd --model %s --experts all   # add a daemon\n", st.URL, dir)
+			fmt.Printf("      nats --server %s micro ls                                      # see the cards\n", st.URL)
+			fmt.Println("Ctrl-C stops the mesh.")
+			<-ctx.Done()
+			log.Info("stopping")
+			return st.Close()
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&modelSpec, "model", envOr("MOEMESH_MODEL", "builtin:tiny"), "Hugging Face model directory or builtin:tiny")
+	f.IntVar(&daemons, "daemons", 2, "expert daemons (one cpu card each)")
+	f.IntVar(&replicas, "replicas", 0, "experts (the first N) replicated on every daemon")
+	return c
+}

@@ -1,0 +1,301 @@
+package expertd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/moemesh/moemesh/ascend"
+	"github.com/moemesh/moemesh/mesh"
+	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/proto"
+)
+
+// job is one ExpertBatch waiting for its card.
+type job struct {
+	req      micro.Request
+	b        proto.ExpertBatch
+	x        []float32
+	enq      time.Time
+	deadline time.Time
+}
+
+// card is one served card: its device, the experts on it, a queue and the worker that
+// owns the device.
+type card struct {
+	id, device string
+	dev        ascend.Card
+	set        *model.ExpertSet
+	experts    int
+	jobs       chan *job
+	log        *slog.Logger
+	maxMerge   int
+
+	inflight atomic.Int64 // accepted and not yet answered
+	rows     atomic.Int64 // rows computed, for the rate in the lease
+	mu       sync.Mutex
+	lastRows int64
+	lastAt   time.Time
+
+	// Worker scratch.
+	x       []float32
+	rowPtr  []int32
+	ex      []int32
+	w       []float32
+	out     []float32
+	results map[*job][]float32
+}
+
+func newCard(id, device string, dev ascend.Card, mcfg *model.Config, cfg Config) *card {
+	return &card{
+		id: id, device: device, dev: dev,
+		set:      model.NewExpertSet(dev, mcfg.Hidden, mcfg.ExpertIntermediate, mcfg.SwiGLULimit),
+		experts:  mcfg.Experts,
+		jobs:     make(chan *job, cfg.QueueDepth),
+		log:      cfg.Logger.With("card", id),
+		maxMerge: cfg.MaxCoalesce,
+		lastAt:   time.Now(),
+	}
+}
+
+func (c *card) close() error {
+	return errors.Join(c.set.Close(), c.dev.Close())
+}
+
+// handle runs on the endpoint's goroutine: decode and check here, so decoding overlaps
+// the worker's compute, then queue.
+func (c *card) handle(req micro.Request) {
+	j := &job{req: req, enq: time.Now()}
+	if err := proto.DecodeExpertBatch(req.Data(), &j.b, c.experts); err != nil {
+		mesh.RespondError(req, err)
+		return
+	}
+	if dl := req.Headers().Get(proto.HeaderDeadline); dl != "" {
+		ns, err := strconv.ParseInt(dl, 10, 64)
+		if err != nil {
+			mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "header %s: %q is not unix nanoseconds", proto.HeaderDeadline, dl))
+			return
+		}
+		j.deadline = time.Unix(0, ns)
+	}
+	if int(j.b.X.Shape[1]) != c.set.Hidden() {
+		mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "rows of width %d, the model's hidden size is %d", j.b.X.Shape[1], c.set.Hidden()))
+		return
+	}
+	var err error
+	if j.x, err = j.b.X.F32(nil); err != nil {
+		mesh.RespondError(req, err)
+		return
+	}
+	c.inflight.Add(1)
+	select {
+	case c.jobs <- j:
+	default:
+		c.inflight.Add(-1)
+		mesh.RespondError(req, proto.Errorf(proto.CodeUnavailable, "card %s queue full (%d batches)", c.id, cap(c.jobs)))
+	}
+}
+
+// work owns the device: it takes queued batches, merges those that arrived together into
+// one grouped run per (layer, mode), and answers each.
+func (c *card) work(ctx context.Context) {
+	group := make([]*job, 0, c.maxMerge)
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case j := <-c.jobs:
+					c.fail(j, proto.Errorf(proto.CodeUnavailable, "card %s is shutting down", c.id))
+				default:
+					return
+				}
+			}
+		case j := <-c.jobs:
+			group = append(group[:0], j)
+		more:
+			for len(group) < c.maxMerge {
+				select {
+				case j := <-c.jobs:
+					group = append(group, j)
+				default:
+					break more
+				}
+			}
+			c.runGroup(group)
+		}
+	}
+}
+
+func (c *card) fail(j *job, err error) {
+	mesh.RespondError(j.req, err)
+	c.inflight.Add(-1)
+}
+
+// runGroup splits the group by (layer, mode) and runs each part as one computation.
+func (c *card) runGroup(group []*job) {
+	now := time.Now()
+	var live []*job
+	for _, j := range group {
+		switch {
+		case !j.deadline.IsZero() && now.After(j.deadline):
+			c.fail(j, proto.Errorf(proto.CodeDeadline, "batch waited %v on card %s past its deadline", now.Sub(j.enq).Round(time.Microsecond), c.id))
+		case !c.holds(j):
+			// A stale placement: tell the router to use another replica.
+		default:
+			live = append(live, j)
+		}
+	}
+	for len(live) > 0 {
+		first := live[0]
+		var part, rest []*job
+		for _, j := range live {
+			if j.b.Layer == first.b.Layer && j.b.Mode == first.b.Mode {
+				part = append(part, j)
+			} else {
+				rest = append(rest, j)
+			}
+		}
+		c.runPart(part, now)
+		live = rest
+	}
+}
+
+func (c *card) holds(j *job) bool {
+	for _, e := range j.b.Experts {
+		if !c.set.Has(model.ExpertKey{Layer: int(j.b.Layer), Expert: int(e)}) {
+			c.fail(j, proto.Errorf(proto.CodeNotFound, "expert %d/%d is not on card %s", j.b.Layer, e, c.id))
+			return false
+		}
+	}
+	return true
+}
+
+func (c *card) runPart(part []*job, dequeued time.Time) {
+	h := c.set.Hidden()
+	pairs := part[0].b.Mode == proto.ModePairs
+	c.x, c.rowPtr, c.ex, c.w = c.x[:0], append(c.rowPtr[:0], 0), c.ex[:0], c.w[:0]
+	outRows := 0
+	for _, j := range part {
+		base := c.rowPtr[len(c.rowPtr)-1]
+		c.x = append(c.x, j.x...)
+		for _, p := range j.b.RowPtr[1:] {
+			c.rowPtr = append(c.rowPtr, base+p)
+		}
+		c.ex = append(c.ex, j.b.Experts...)
+		c.w = append(c.w, j.b.Weights...)
+		if pairs {
+			outRows += len(j.b.Experts)
+		} else {
+			outRows += j.b.Rows()
+		}
+	}
+	if cap(c.out) < outRows*h {
+		c.out = make([]float32, outRows*h)
+	}
+	out := c.out[:outRows*h]
+	start := time.Now()
+	err := c.set.Compute(model.Batch{Layer: int(part[0].b.Layer), X: c.x, RowPtr: c.rowPtr, Experts: c.ex, Weights: c.w}, pairs, out)
+	compute := time.Since(start)
+	if err != nil {
+		c.log.Warn("expert batch failed", "layer", part[0].b.Layer, "batches", len(part), "err", err)
+		err = wireError(err)
+		for _, j := range part {
+			c.fail(j, err)
+		}
+		return
+	}
+	c.rows.Add(int64(len(c.rowPtr) - 1))
+	off := 0
+	for _, j := range part {
+		n := j.b.Rows()
+		if pairs {
+			n = len(j.b.Experts)
+		}
+		res := proto.ExpertResult{V: proto.Version, Layer: j.b.Layer,
+			QueueNanos: int64(dequeued.Sub(j.enq)), ComputeNanos: int64(compute)}
+		err := res.Y.SetF32(j.b.OutDType, out[off*h:(off+n)*h], int64(n), int64(h))
+		off += n
+		var data []byte
+		if err == nil {
+			data, err = proto.Marshal(&res)
+		}
+		if err != nil {
+			c.fail(j, err)
+			continue
+		}
+		if err := j.req.Respond(data); err != nil {
+			c.log.Warn("reply failed", "err", err)
+		}
+		c.inflight.Add(-1)
+	}
+}
+
+// wireError maps a compute error to its wire code.
+func wireError(err error) error {
+	switch {
+	case errors.Is(err, model.ErrNotLoaded):
+		return &proto.Error{Code: proto.CodeNotFound, Msg: err.Error()}
+	case errors.Is(err, ascend.ErrOutOfMemory):
+		return &proto.Error{Code: proto.CodeOutOfMemory, Msg: err.Error()}
+	case errors.Is(err, ascend.ErrShape), errors.Is(err, ascend.ErrInvalid):
+		return &proto.Error{Code: proto.CodeBadRequest, Msg: err.Error()}
+	}
+	return &proto.Error{Code: proto.CodeInternal, Msg: err.Error()}
+}
+
+// status is the card's lease. Called from the heartbeat goroutine: it reads only
+// what is safe to read concurrently with the worker.
+func (c *card) status(daemon string, draining bool) *proto.CardStatus {
+	mi := c.dev.MemInfo()
+	st := &proto.CardStatus{V: proto.Version, Card: c.id, Daemon: daemon, Device: c.device,
+		MemTotal: mi.Total, MemUsed: mi.Used, Queue: int32(len(c.jobs)), Beat: time.Now().UnixNano(), Draining: draining}
+	state := proto.StateReady
+	if draining {
+		state = proto.StateDraining
+	}
+	for _, k := range c.keys() {
+		st.Experts = append(st.Experts, proto.ExpertState{Layer: int32(k.Layer), Expert: int32(k.Expert), State: state})
+	}
+	c.mu.Lock()
+	now, rows := time.Now(), c.rows.Load()
+	if dt := now.Sub(c.lastAt).Seconds(); dt > 0 {
+		st.TokensPerSec = float32(float64(rows-c.lastRows) / dt)
+	}
+	c.lastRows, c.lastAt = rows, now
+	c.mu.Unlock()
+	return st
+}
+
+// keys is fixed after loading (static assignment), so reading it beside the worker is safe.
+func (c *card) keys() []model.ExpertKey { return c.set.Keys() }
+
+// waitIdle waits until no batch is in flight, at least min (so routers see a draining
+// lease before the endpoint goes), and at most until ctx is done.
+func (c *card) waitIdle(ctx context.Context, min time.Duration) {
+	t0 := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c.inflight.Load() == 0 && time.Since(t0) >= min {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			if n := c.inflight.Load(); n > 0 {
+				c.log.Warn("drain timed out", "in_flight", n)
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+var _ = fmt.Sprintf

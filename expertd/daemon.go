@@ -1,0 +1,264 @@
+package expertd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/moemesh/moemesh/ascend"
+	"github.com/moemesh/moemesh/mesh"
+	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/model/safetensors"
+	"github.com/moemesh/moemesh/proto"
+)
+
+// CardConfig is one card a daemon drives.
+type CardConfig struct {
+	ID      string // subject token, unique in the mesh
+	Device  int    // backend device index
+	Budget  int64  // bytes; 0 = the device's own memory
+	Experts []model.ExpertKey
+}
+
+// Config of a daemon. Model and ModelDir are required; the rest has defaults.
+type Config struct {
+	Model    string // model name used in subjects
+	ModelDir string // Hugging Face checkpoint directory
+	Daemon   string // daemon id (subject token)
+	Backend  ascend.Backend
+	Cards    []CardConfig
+
+	Heartbeat   time.Duration // lease refresh; the lease lives 3 heartbeats (default 1s)
+	QueueDepth  int           // batches a card holds before answering 503 (default 64)
+	MaxCoalesce int           // batches merged into one grouped matmul (default 16)
+	DrainWait   time.Duration // how long shutdown waits for in-flight work (default 10s)
+	Logger      *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.Model == "" || c.ModelDir == "" {
+		return errors.New("expertd: model name and directory are required")
+	}
+	if err := proto.ValidToken(c.Daemon); err != nil {
+		return fmt.Errorf("expertd: daemon id: %w", err)
+	}
+	if c.Backend == nil {
+		return errors.New("expertd: no backend")
+	}
+	if len(c.Cards) == 0 {
+		return errors.New("expertd: no cards")
+	}
+	seen := map[string]bool{}
+	for _, cc := range c.Cards {
+		if err := proto.ValidToken(cc.ID); err != nil {
+			return fmt.Errorf("expertd: card id: %w", err)
+		}
+		if seen[cc.ID] {
+			return fmt.Errorf("expertd: card id %q used twice", cc.ID)
+		}
+		seen[cc.ID] = true
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = time.Second
+	}
+	if c.QueueDepth <= 0 {
+		c.QueueDepth = 64
+	}
+	if c.MaxCoalesce <= 0 {
+		c.MaxCoalesce = 16
+	}
+	if c.DrainWait <= 0 {
+		c.DrainWait = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Daemon is a running expert daemon.
+type Daemon struct {
+	cfg   Config
+	nc    *nats.Conn
+	mcfg  *model.Config
+	cards []*card
+	ready chan struct{}
+}
+
+// New checks the configuration; Run does the work.
+func New(cfg Config, nc *nats.Conn) (*Daemon, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	mcfg, err := model.LoadConfig(cfg.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, cc := range cfg.Cards {
+		for _, k := range cc.Experts {
+			if !mcfg.IsMoELayer(k.Layer) || k.Expert < 0 || k.Expert >= mcfg.Experts {
+				return nil, fmt.Errorf("expertd: card %s: %s has no expert %v", cc.ID, cfg.ModelDir, k)
+			}
+		}
+	}
+	return &Daemon{cfg: cfg, nc: nc, mcfg: mcfg, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once every card serves and holds a lease.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// Run loads the experts, serves until ctx is done, then drains. It returns nil after a
+// clean drain.
+func (d *Daemon) Run(ctx context.Context) (err error) {
+	log := d.cfg.Logger
+	ck, err := safetensors.Open(d.cfg.ModelDir)
+	if err != nil {
+		return err
+	}
+	defer ck.Close()
+	defer func() {
+		for _, c := range d.cards {
+			if cerr := c.close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+	}()
+	for _, cc := range d.cfg.Cards {
+		c, err := d.openCard(ctx, ck, cc)
+		if err != nil {
+			return err
+		}
+		d.cards = append(d.cards, c)
+	}
+	ck.Close() // weights are on the cards; drop the mappings
+
+	regCtx, cancelReg := context.WithTimeout(ctx, 10*time.Second)
+	reg, err := mesh.OpenRegistry(regCtx, d.nc, d.cfg.Model, 3*d.cfg.Heartbeat)
+	cancelReg()
+	if err != nil {
+		return fmt.Errorf("expertd: registry: %w", err)
+	}
+	svc, err := micro.AddService(d.nc, micro.Config{
+		Name:        proto.ServiceExpertd,
+		Version:     "0.1.0",
+		Description: "moemesh expert daemon " + d.cfg.Daemon,
+		Metadata:    map[string]string{"daemon": d.cfg.Daemon, "model": d.cfg.Model},
+	})
+	if err != nil {
+		return fmt.Errorf("expertd: micro service: %w", err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = svc.Stop()
+		}
+	}()
+
+	var workers sync.WaitGroup
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	for _, c := range d.cards {
+		err := svc.AddEndpoint("card-"+c.id, micro.HandlerFunc(c.handle),
+			micro.WithEndpointSubject(proto.CardSubject(d.cfg.Model, c.id)),
+			micro.WithEndpointMetadata(map[string]string{"card": c.id, "device": c.device}),
+			micro.WithEndpointPendingLimits(-1, 512<<20))
+		if err != nil {
+			return fmt.Errorf("expertd: card %s endpoint: %w", c.id, err)
+		}
+		workers.Add(1)
+		go func() { defer workers.Done(); c.work(workCtx) }()
+	}
+	// The subscriptions must reach the server before the leases advertise the cards, or a
+	// router could get "no responders" from a card it was just told about.
+	if err := d.nc.FlushTimeout(5 * time.Second); err != nil {
+		return fmt.Errorf("expertd: flush: %w", err)
+	}
+	beat := func(draining bool) {
+		for _, c := range d.cards {
+			st := c.status(d.cfg.Daemon, draining)
+			pctx, cancel := context.WithTimeout(context.Background(), d.cfg.Heartbeat)
+			if err := reg.PutCard(pctx, st); err != nil {
+				log.Warn("lease refresh failed", "card", c.id, "err", err)
+			}
+			cancel()
+		}
+	}
+	beat(false)
+	close(d.ready)
+	log.Info("expert daemon serving", "daemon", d.cfg.Daemon, "cards", len(d.cards), "model", d.cfg.Model)
+
+	tick := time.NewTicker(d.cfg.Heartbeat)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+			beat(false)
+		}
+	}
+
+	// Drain: routers stop choosing our cards on the draining lease; what is already on its
+	// way is still answered until the endpoints stop; then the queues empty and the leases go.
+	log.Info("draining", "daemon", d.cfg.Daemon)
+	beat(true)
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), d.cfg.DrainWait)
+	defer cancelDrain()
+	for _, c := range d.cards {
+		c.waitIdle(drainCtx, d.cfg.Heartbeat)
+	}
+	stopped = true
+	if err := svc.Stop(); err != nil {
+		log.Warn("stopping micro service", "err", err)
+	}
+	for _, c := range d.cards {
+		c.waitIdle(drainCtx, 0)
+	}
+	stopWork()
+	workers.Wait()
+	for _, c := range d.cards {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := reg.DeleteCard(dctx, c.id); err != nil {
+			log.Warn("removing lease", "card", c.id, "err", err)
+		}
+		cancel()
+	}
+	log.Info("drained", "daemon", d.cfg.Daemon)
+	return nil
+}
+
+func (d *Daemon) openCard(ctx context.Context, ck *safetensors.Checkpoint, cc CardConfig) (*card, error) {
+	dev, err := d.cfg.Backend.OpenCard(cc.Device, cc.Budget)
+	if err != nil {
+		return nil, fmt.Errorf("expertd: card %s (%s device %d): %w", cc.ID, d.cfg.Backend.Name(), cc.Device, err)
+	}
+	c := newCard(cc.ID, d.cfg.Backend.Name()+":"+strconv.Itoa(cc.Device), dev, d.mcfg, d.cfg)
+	log := d.cfg.Logger
+	start := time.Now()
+	for i, k := range cc.Experts {
+		if err := ctx.Err(); err != nil {
+			_ = c.close()
+			return nil, err
+		}
+		w, err := model.ReadExpert(ck, d.mcfg, k)
+		if err == nil {
+			err = c.set.Add(k, w)
+		}
+		if err != nil {
+			_ = c.close()
+			return nil, fmt.Errorf("expertd: card %s: loading expert %v: %w", cc.ID, k, err)
+		}
+		if (i+1)%64 == 0 || i+1 == len(cc.Experts) {
+			mi := dev.MemInfo()
+			log.Info("loading experts", "card", cc.ID, "done", i+1, "of", len(cc.Experts), "mem_used", mi.Used, "elapsed", time.Since(start).Round(time.Millisecond))
+		}
+	}
+	return c, nil
+}

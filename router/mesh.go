@@ -1,0 +1,383 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/moemesh/moemesh/mesh"
+	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/proto"
+)
+
+// ErrNoReplica: an expert a step needs has no live replica anywhere.
+var ErrNoReplica = errors.New("router: no live replica")
+
+// MeshConfig configures the mesh side of the Experts seam.
+type MeshConfig struct {
+	Model   string // model name in subjects
+	Experts int    // routed experts per layer
+	// Mode: proto.ModeReduce (default; cards sum per token, fewest bytes) or proto.ModePairs
+	// (cards return each pair; the router sums in routing order, bit-identical to Local).
+	Mode proto.Mode
+	// Wire is the activation dtype on the wire (default bf16).
+	Wire proto.DType
+	// LayerTimeout bounds one layer step, retries included (default 10s); a shorter deadline
+	// on the caller's context wins.
+	LayerTimeout time.Duration
+	// AttemptTimeout bounds one request to one card (default 3s).
+	AttemptTimeout time.Duration
+	// Rounds is how many times a step re-plans failed batches onto other replicas (default 4).
+	Rounds int
+	// LeaseTTL must match the daemons' (3 heartbeats; default 3s).
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
+}
+
+func (c *MeshConfig) defaults() error {
+	if c.Model == "" || c.Experts <= 0 {
+		return errors.New("router: mesh needs a model name and its expert count")
+	}
+	if c.Mode != proto.ModeReduce && c.Mode != proto.ModePairs {
+		return fmt.Errorf("router: mode %d unknown", c.Mode)
+	}
+	if c.Wire == 0 {
+		c.Wire = proto.BF16
+	}
+	if c.Wire.Size() == 0 {
+		return fmt.Errorf("router: wire dtype %d unknown", c.Wire)
+	}
+	if c.LayerTimeout <= 0 {
+		c.LayerTimeout = 10 * time.Second
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = 3 * time.Second
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 4
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = 3 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Mesh runs routed experts on the cards of the mesh. It implements model.Experts.
+type Mesh struct {
+	nc   *nats.Conn
+	cfg  MeshConfig
+	tab  *table
+	stop context.CancelFunc
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+}
+
+var _ model.Experts = (*Mesh)(nil)
+
+// NewMesh follows the registry of cfg.Model; it returns once the current leases are known.
+// Close stops following.
+func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, cfg.LeaseTTL)
+	if err != nil {
+		return nil, fmt.Errorf("router: registry: %w", err)
+	}
+	m := &Mesh{nc: nc, cfg: cfg, tab: newTable(), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+	wctx, stop := context.WithCancel(context.Background())
+	m.stop = stop
+	if err := reg.WatchCards(wctx, func(id string, st *proto.CardStatus) { m.tab.update(cfg.Model, id, st) }); err != nil {
+		stop()
+		return nil, fmt.Errorf("router: watching cards: %w", err)
+	}
+	return m, nil
+}
+
+// Close stops following the registry.
+func (m *Mesh) Close() { m.stop() }
+
+// WaitFor blocks until every key has a ready replica, or ctx is done.
+func (m *Mesh) WaitFor(ctx context.Context, keys []model.ExpertKey) error {
+	for {
+		ch := m.tab.waitChange()
+		miss := m.tab.missing(keys)
+		if len(miss) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %d experts still without a replica (first %v): %w", ErrNoReplica, len(miss), miss[0], ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// Cards lists the card ids the router currently knows, sorted.
+func (m *Mesh) Cards() []string {
+	m.tab.mu.RLock()
+	defer m.tab.mu.RUnlock()
+	ids := make([]string, 0, len(m.tab.cards))
+	for id := range m.tab.cards {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Sent reports, per card id, how many batches this router had answered by each card.
+func (m *Mesh) Sent() map[string]int64 {
+	m.tab.mu.RLock()
+	defer m.tab.mu.RUnlock()
+	out := make(map[string]int64, len(m.tab.cards))
+	for id, c := range m.tab.cards {
+		out[id] = c.sent.Load()
+	}
+	return out
+}
+
+// send is one ExpertBatch to one card and what came of it.
+type send struct {
+	card  *cardState
+	slots []int32 // routing slots (t·K+k) in the batch's pair order
+	rows  []int32 // token of each row
+	batch proto.ExpertBatch
+	y     []float32
+	err   error
+}
+
+// Forward implements model.Experts.
+func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, r model.Routing, out []float32) error {
+	if hidden <= 0 || len(x)%hidden != 0 || len(out) != len(x) {
+		return fmt.Errorf("%w: %d inputs, %d outputs, hidden %d", model.ErrRouting, len(x), len(out), hidden)
+	}
+	t := len(x) / hidden
+	if err := r.Validate(t, m.cfg.Experts); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.LayerTimeout)
+	defer cancel()
+
+	pending := make([]int32, len(r.Experts))
+	for i := range pending {
+		pending[i] = int32(i)
+	}
+	var done []*send
+	failed := map[*cardState]bool{}
+	var lastErr error
+	for round := 0; len(pending) > 0; round++ {
+		if round >= m.cfg.Rounds {
+			return fmt.Errorf("layer %d: %d pairs still unserved after %d rounds: %w", layer, len(pending), round, lastErr)
+		}
+		sends, err := m.plan(layer, x, hidden, r, pending, failed)
+		if err != nil {
+			if lastErr != nil {
+				err = fmt.Errorf("%w (after: %w)", err, lastErr)
+			}
+			return err
+		}
+		m.exchange(ctx, sends)
+		pending = pending[:0]
+		for _, s := range sends {
+			switch {
+			case s.err == nil:
+				done = append(done, s)
+			case mesh.Retryable(s.err) && ctx.Err() == nil:
+				m.cfg.Logger.Debug("re-sending a card's batch", "layer", layer, "card", s.card.id, "err", s.err)
+				failed[s.card] = true
+				lastErr = s.err
+				if errors.Is(s.err, mesh.ErrNoResponders) || errors.Is(s.err, mesh.ErrTimeout) {
+					m.tab.markSuspect(s.card)
+				}
+				pending = append(pending, s.slots...)
+			default:
+				return fmt.Errorf("layer %d, card %s: %w", layer, s.card.id, s.err)
+			}
+		}
+	}
+	return m.combine(done, r, hidden, out)
+}
+
+// plan groups the pending slots by the card chosen for each expert: every pair of an expert
+// goes to the same replica in one step, and a token is sent once per card.
+func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending []int32, failed map[*cardState]bool) ([]*send, error) {
+	slices.Sort(pending) // token order, k ascending: what CSR rows need
+	chosen := map[int32]*cardState{}
+	byCard := map[*cardState]*send{}
+	var order []*send
+	m.rngMu.Lock()
+	defer m.rngMu.Unlock()
+	for _, s := range pending {
+		e := r.Experts[s]
+		c, ok := chosen[e]
+		if !ok {
+			c = m.tab.pick(model.ExpertKey{Layer: layer, Expert: int(e)}, failed, m.rng)
+			if c == nil {
+				return nil, fmt.Errorf("%w: layer %d expert %d (%d cards known, %d failed in this step)",
+					ErrNoReplica, layer, e, len(m.Cards()), len(failed))
+			}
+			chosen[e] = c
+		}
+		sd := byCard[c]
+		if sd == nil {
+			sd = &send{card: c}
+			byCard[c] = sd
+			order = append(order, sd)
+		}
+		sd.slots = append(sd.slots, s)
+	}
+	limit := m.nc.MaxPayload() - 64<<10 // headroom for the envelope and headers
+	var sends []*send
+	for _, sd := range order {
+		for _, chunk := range splitRows(sd.slots, r.TopK, hidden, m.cfg.Wire.Size(), limit) {
+			s := &send{card: sd.card, slots: chunk}
+			if err := m.fill(s, layer, x, hidden, r); err != nil {
+				return nil, err
+			}
+			sends = append(sends, s)
+		}
+	}
+	return sends, nil
+}
+
+// splitRows cuts a card's slots (token order) into runs whose batches stay under limit
+// bytes, never splitting one token's pairs.
+func splitRows(slots []int32, topK, hidden, dsize int, limit int64) [][]int32 {
+	var out [][]int32
+	start, size := 0, int64(0)
+	for i := 0; i < len(slots); {
+		tok := slots[i] / int32(topK)
+		j := i
+		for j < len(slots) && slots[j]/int32(topK) == tok {
+			j++
+		}
+		row := int64(hidden*dsize) + int64(j-i)*8 + 8
+		if size+row > limit && i > start {
+			out = append(out, slots[start:i])
+			start, size = i, 0
+		}
+		size += row
+		i = j
+	}
+	return append(out, slots[start:])
+}
+
+// fill builds the ExpertBatch of s. Slots come in token order, k ascending within a token:
+// exactly CSR order.
+func (m *Mesh) fill(s *send, layer int, x []float32, hidden int, r model.Routing) error {
+	b := &s.batch
+	*b = proto.ExpertBatch{V: proto.Version, Layer: int32(layer), Mode: m.cfg.Mode, OutDType: m.cfg.Wire, RowPtr: proto.I32s{0}}
+	rowsX := make([]float32, 0, len(s.slots)*hidden)
+	last := int32(-1)
+	for _, sl := range s.slots {
+		tok := sl / int32(r.TopK)
+		if tok != last {
+			if last >= 0 {
+				b.RowPtr = append(b.RowPtr, int32(len(b.Experts)))
+			}
+			s.rows = append(s.rows, tok)
+			rowsX = append(rowsX, x[int(tok)*hidden:int(tok+1)*hidden]...)
+			last = tok
+		}
+		b.Experts = append(b.Experts, r.Experts[sl])
+		b.Weights = append(b.Weights, r.Weights[sl])
+	}
+	b.RowPtr = append(b.RowPtr, int32(len(b.Experts)))
+	b.Tokens = proto.I32s(s.rows)
+	return b.X.SetF32(m.cfg.Wire, rowsX, int64(len(s.rows)), int64(hidden))
+}
+
+// exchange sends every batch concurrently and waits for all of them (each bounded by
+// ctx and the attempt timeout).
+func (m *Mesh) exchange(ctx context.Context, sends []*send) {
+	var wg sync.WaitGroup
+	for _, s := range sends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.err = m.request(ctx, s)
+		}()
+	}
+	wg.Wait()
+}
+
+func (m *Mesh) request(ctx context.Context, s *send) error {
+	data, err := proto.Marshal(&s.batch)
+	if err != nil {
+		return err
+	}
+	if max := m.nc.MaxPayload(); int64(len(data)) > max-1024 {
+		return proto.Errorf(proto.CodeTooLarge, "batch of %d rows is %d bytes, the server takes %d", s.batch.Rows(), len(data), max)
+	}
+	actx, cancel := context.WithTimeout(ctx, m.cfg.AttemptTimeout)
+	defer cancel()
+	msg := nats.NewMsg(s.card.subject)
+	msg.Data = data
+	if dl, ok := actx.Deadline(); ok {
+		msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
+	}
+	rows := int64(s.batch.Rows())
+	s.card.inflight.Add(rows)
+	reply, err := mesh.Request(actx, m.nc, msg)
+	s.card.inflight.Add(-rows)
+	if err != nil {
+		return err
+	}
+	var res proto.ExpertResult
+	if err := proto.DecodeExpertResult(reply.Data, &res, &s.batch); err != nil {
+		return err
+	}
+	if s.y, err = res.Y.F32(nil); err != nil {
+		return err
+	}
+	s.card.sent.Add(1)
+	return nil
+}
+
+// combine assembles the step's output from the cards' replies.
+func (m *Mesh) combine(done []*send, r model.Routing, hidden int, out []float32) error {
+	if m.cfg.Mode == proto.ModePairs {
+		y := make([]float32, len(r.Experts)*hidden)
+		for _, s := range done {
+			for i, slot := range s.slots {
+				copy(y[int(slot)*hidden:int(slot+1)*hidden], s.y[i*hidden:(i+1)*hidden])
+			}
+		}
+		return model.CombinePairs(out, y, r, hidden)
+	}
+	// Partial sums, added in card-id order so a step's result does not depend on which
+	// reply came first.
+	slices.SortFunc(done, func(a, b *send) int {
+		if a.card.id != b.card.id {
+			if a.card.id < b.card.id {
+				return -1
+			}
+			return 1
+		}
+		return int(a.slots[0] - b.slots[0])
+	})
+	clear(out)
+	for _, s := range done {
+		for i, tok := range s.rows {
+			o := out[int(tok)*hidden : int(tok+1)*hidden]
+			for j, v := range s.y[i*hidden : (i+1)*hidden] {
+				o[j] += v
+			}
+		}
+	}
+	return nil
+}
