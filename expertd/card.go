@@ -3,7 +3,6 @@ package expertd
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -40,6 +39,7 @@ type card struct {
 
 	inflight atomic.Int64 // accepted and not yet answered
 	rows     atomic.Int64 // rows computed, for the rate in the lease
+	runs     atomic.Int64 // grouped computations run (fewer than batches when coalescing)
 	mu       sync.Mutex
 	lastRows int64
 	lastAt   time.Time
@@ -204,6 +204,7 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 	start := time.Now()
 	err := c.set.Compute(model.Batch{Layer: int(part[0].b.Layer), X: c.x, RowPtr: c.rowPtr, Experts: c.ex, Weights: c.w}, pairs, out)
 	compute := time.Since(start)
+	c.runs.Add(1)
 	if err != nil {
 		c.log.Warn("expert batch failed", "layer", part[0].b.Layer, "batches", len(part), "err", err)
 		err = wireError(err)
@@ -297,5 +298,3 @@ func (c *card) waitIdle(ctx context.Context, min time.Duration) {
 		}
 	}
 }
-
-var _ = fmt.Sprintf

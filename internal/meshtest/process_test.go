@@ -3,6 +3,7 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/moemesh/moemesh/internal/stack"
 	"github.com/moemesh/moemesh/mesh"
@@ -150,56 +154,16 @@ func TestProcessMeshKill(t *testing.T) {
 			t.Fatalf("card %s took no batch before the kill", id)
 		}
 	}
+	t.Logf("%v: daemons up, mesh equals local", time.Since(t0start))
+	checkDiscovery(t, st, name, []string{"pd0", "pd1", "pd2"})
 
 	// Steps run continuously while pd2 is killed.
-	var (
-		mu    sync.Mutex
-		steps int
-		errs  []error
-	)
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			err := check(i)
-			mu.Lock()
-			steps++
-			if err != nil {
-				errs = append(errs, err)
-			}
-			mu.Unlock()
-		}
-	}()
-	stepsDone := func(n int) func() error {
-		return func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if steps < n {
-				return fmt.Errorf("%d steps so far", steps)
-			}
-			return nil
-		}
-	}
-	t.Logf("%v: daemons up, mesh equals local", time.Since(t0start))
-	WaitFor(t, 30*time.Second, stepsDone(5))
 	killT := time.Now()
-	pd2.kill(t)
-	mu.Lock()
-	killedAt := steps
-	mu.Unlock()
-	WaitFor(t, 30*time.Second, stepsDone(killedAt+20))
-	close(stop)
-	<-done
+	steps, killedAt, errs := underLoad(t, check, func() { pd2.kill(t) })
 	if len(errs) > 0 {
-		t.Fatalf("%d of %d steps failed around the kill; first: %v", len(errs), steps, errors.Join(errs[0]))
+		t.Fatalf("%d of %d steps failed around the kill; first: %v", len(errs), steps, errs[0])
 	}
-	t.Logf("%d steps, pd2 killed after step %d, none failed or differed; 20 steps after the kill took %v", steps, killedAt, time.Since(killT))
+	t.Logf("%d steps, pd2 killed after step %d, none failed or differed (%v)", steps, killedAt, time.Since(killT))
 
 	// A hung daemon (SIGSTOP): a step waits one attempt timeout, then goes to the replica; the
 	// hung card is skipped after that, so only one step pays.
@@ -228,9 +192,31 @@ func TestProcessMeshKill(t *testing.T) {
 	}
 	t.Logf("hung daemon: step times %v", slow)
 
+	// SIGTERM drains pd1 under load: no step fails, it exits 0 and its lease goes.
+	steps, at, errs := underLoad(t, check, func() {
+		if err := pd1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := pd1.cmd.Wait(); err != nil {
+			t.Errorf("pd1 after SIGTERM: %v\n%s", err, pd1.out.String())
+		}
+	})
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d steps failed while pd1 drained; first: %v", len(errs), steps, errs[0])
+	}
+	WaitFor(t, 10*time.Second, func() error {
+		for _, id := range l.Mesh.Cards() {
+			if id == "pd1-c0" {
+				return fmt.Errorf("pd1's lease is still there")
+			}
+		}
+		return nil
+	})
+	t.Logf("pd1 drained after step %d of %d, none failed", at, steps)
+
 	// Now kill the last holder of the upper half: a step needing it fails fast and clearly.
 	pd0.kill(t)
-	var needs int = -1
+	needs := -1
 	for i, x := range inputs {
 		if l.Routes(x, e-1) {
 			needs = i
@@ -253,4 +239,102 @@ func TestProcessMeshKill(t *testing.T) {
 		t.Fatalf("error does not name the expert: %v", err)
 	}
 	t.Logf("no replica left: %v (after %v)", err, took)
+}
+
+// underLoad runs check in a loop on its own goroutine, calls disturb after 5 steps, and
+// stops 20 steps later; it returns the step count, the step disturb came at, and failures.
+func underLoad(t *testing.T, check func(int) error, disturb func()) (steps, at int, errs []error) {
+	t.Helper()
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			err := check(i)
+			mu.Lock()
+			steps++
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-done
+	}()
+	reached := func(n int) func() error {
+		return func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if steps < n {
+				return fmt.Errorf("%d steps so far", steps)
+			}
+			return nil
+		}
+	}
+	WaitFor(t, 30*time.Second, reached(5))
+	disturb()
+	mu.Lock()
+	at = steps
+	mu.Unlock()
+	WaitFor(t, 30*time.Second, reached(at+20))
+	close(stop)
+	<-done
+	return steps, at, errs
+}
+
+// checkDiscovery asks nats micro's INFO verb (what `nats micro info` does) for the expert
+// daemons and checks that each one shows its card endpoint on the card's subject.
+func checkDiscovery(t *testing.T, st *stack.Stack, model string, daemons []string) {
+	t.Helper()
+	nc, err := st.Connect(context.Background(), "discovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, err := micro.ControlSubject(micro.InfoVerb, proto.ServiceExpertd, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(subj, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(seen) < len(daemons) && time.Now().Before(deadline) {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		var info micro.Info
+		if err := json.Unmarshal(m.Data, &info); err != nil {
+			t.Fatalf("info reply: %v", err)
+		}
+		d := info.Metadata["daemon"]
+		if len(info.Endpoints) != 1 || info.Endpoints[0].Subject != proto.CardSubject(model, d+"-c0") {
+			t.Fatalf("daemon %s advertises %+v", d, info.Endpoints)
+		}
+		seen[d] = true
+	}
+	for _, d := range daemons {
+		if !seen[d] {
+			t.Fatalf("daemon %s did not answer micro INFO (seen %v)", d, seen)
+		}
+	}
 }
