@@ -80,6 +80,7 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Logger = c.Logger.With("daemon", c.Daemon)
 	return nil
 }
 
@@ -192,7 +193,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	beat(false)
 	close(d.ready)
-	log.Info("expert daemon serving", "daemon", d.cfg.Daemon, "cards", len(d.cards), "model", d.cfg.Model)
+	log.Info("expert daemon serving", "cards", len(d.cards), "model", d.cfg.Model)
 
 	tick := time.NewTicker(d.cfg.Heartbeat)
 	defer tick.Stop()
@@ -207,7 +208,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 	// Drain: routers stop choosing our cards on the draining lease; what is already on its
 	// way is still answered until the endpoints stop; then the queues empty and the leases go.
-	log.Info("draining", "daemon", d.cfg.Daemon)
+	log.Info("draining")
 	beat(true)
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), d.cfg.DrainWait)
 	defer cancelDrain()
@@ -230,7 +231,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		}
 		cancel()
 	}
-	log.Info("drained", "daemon", d.cfg.Daemon)
+	log.Info("drained")
 	return nil
 }
 

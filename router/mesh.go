@@ -240,7 +240,7 @@ func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending
 		}
 		sd.slots = append(sd.slots, s)
 	}
-	limit := m.nc.MaxPayload() - 64<<10 // headroom for the envelope and headers
+	limit := m.payloadLimit()
 	var sends []*send
 	for _, sd := range order {
 		for _, chunk := range splitRows(sd.slots, r.TopK, hidden, m.cfg.Wire.Size(), limit) {
@@ -252,6 +252,16 @@ func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending
 		}
 	}
 	return sends, nil
+}
+
+// payloadLimit is the most a batch body may hold: the server's max payload less headroom for
+// the envelope and headers.
+func (m *Mesh) payloadLimit() int64 {
+	max := int64(8 << 20)
+	if m.nc != nil {
+		max = m.nc.MaxPayload()
+	}
+	return max - 64<<10
 }
 
 // splitRows cuts a card's slots (token order) into runs whose batches stay under limit

@@ -83,7 +83,7 @@ func newExpertd(g *globals) *cobra.Command {
 			}
 			defer nc.Close()
 			d, err := expertd.New(expertd.Config{Model: name, ModelDir: dir, Daemon: id, Backend: be, Cards: ccs,
-				Heartbeat: heartbeat, Logger: log.With("daemon", id)}, nc)
+				Heartbeat: heartbeat, Logger: log}, nc)
 			if err != nil {
 				return err
 			}

@@ -127,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		id := fmt.Sprintf("%sd%d", cfg.Prefix, i)
 		d, err := expertd.New(expertd.Config{Model: cfg.Model, ModelDir: cfg.ModelDir, Daemon: id, Backend: be,
 			Cards:     []expertd.CardConfig{{ID: id + "-c0", Device: i, Experts: keys}},
-			Heartbeat: cfg.Heartbeat, Logger: cfg.Logger.With("daemon", id)}, nc)
+			Heartbeat: cfg.Heartbeat, Logger: cfg.Logger}, nc)
 		if err != nil {
 			return nil, err
 		}
