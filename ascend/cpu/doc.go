@@ -1,0 +1,18 @@
+// Package cpu is the pure-Go ascend backend, registered as "cpu": emulated cards whose
+// buffers are Go memory (f32 as []float32, bf16/f16 as raw []uint16) with a byte budget, and
+// whose ops run on the CPU. It is the default backend, the reference other backends are
+// compared with, and the one tests use.
+//
+// GroupedMatmul is the expert-FFN hot path: a blocked kernel (4 rows × 2 columns, or 1 row ×
+// 4 columns for GEMV-like batches) parallelised over output-column tiles by a fixed pool of
+// helper goroutines that each card owns and Close stops. On amd64 the inner kernels are
+// AVX2 assembly (no FMA); elsewhere, or with the purego build tag, portable Go kernels run.
+// Both give bit-identical results, in a summation order fixed per output element (see
+// kernel.go), so a row's result never depends on the batch around it or the thread count.
+//
+// The exported conversions (BF16ToF32, F32ToBF16, F16ToF32, F32ToF16 and the bulk slice
+// forms) define the module's rounding: round to nearest even, NaN kept NaN.
+//
+// Import rule: cpu imports ascend, the standard library and golang.org/x/sys/cpu (feature
+// detection); nothing else from the module.
+package cpu

@@ -1,0 +1,84 @@
+//go:build amd64 && !purego
+
+package cpu
+
+import (
+	"golang.org/x/sys/cpu"
+
+	"github.com/moemesh/moemesh/ascend"
+)
+
+// The AVX2 kernels in kernel_amd64.s compute exactly what kern4x2Go and kern1x4Go compute
+// (see kernel.go for the order). They use no FMA, so the target (Zen 3) and any AVX2 machine
+// give the same bits as the Go kernels, and no AVX-512, which the target lacks.
+
+// useAsm selects the assembly kernels; tests turn it off to compare against the Go ones.
+var useAsm = cpu.X86.HasAVX2
+
+// haveF16C gates the f16 kernels (VCVTPH2PS); every AVX2 CPU has it, but it is a separate
+// CPUID bit.
+var haveF16C = cpu.X86.HasF16C
+
+// Assembly kernels. acc is the accumulator block, x* point at k0 of the x rows, w* at k0 of
+// the weight rows, n8 counts steps of 8 k. All pointers are checked slices' first elements.
+
+//go:noescape
+func gemm4x2F32(acc *float32, x0, x1, x2, x3 *float32, w0, w1 *float32, n8 int)
+
+//go:noescape
+func gemm4x2BF16(acc *float32, x0, x1, x2, x3 *float32, w0, w1 *uint16, n8 int)
+
+//go:noescape
+func gemm4x2F16(acc *float32, x0, x1, x2, x3 *float32, w0, w1 *uint16, n8 int)
+
+//go:noescape
+func gemm1x4F32(acc *float32, x *float32, w0, w1, w2, w3 *float32, n8 int)
+
+//go:noescape
+func gemm1x4BF16(acc *float32, x *float32, w0, w1, w2, w3 *uint16, n8 int)
+
+//go:noescape
+func gemm1x4F16(acc *float32, x *float32, w0, w1, w2, w3 *uint16, n8 int)
+
+func asmFor(dt ascend.DType) bool { return useAsm && (dt != ascend.F16 || haveF16C) }
+
+// kern4x2 adds the lane products of x rows xs[0..3] and weight rows c0, c1 over
+// k0 ≤ k < k0+kn (kn a positive multiple of 8) into acc.
+func kern4x2(acc *block4x2, xs *[4][]float32, w *wmat, c0, c1, k0, kn int) {
+	if !asmFor(w.dt) || kn <= 0 {
+		kern4x2Go(acc, xs, w, c0, c1, k0, kn)
+		return
+	}
+	x0, x1, x2, x3 := &xs[0][k0 : k0+kn][0], &xs[1][k0 : k0+kn][0], &xs[2][k0 : k0+kn][0], &xs[3][k0 : k0+kn][0]
+	o0, o1 := c0*w.k+k0, c1*w.k+k0
+	switch w.dt {
+	case ascend.F32:
+		gemm4x2F32(&acc[0], x0, x1, x2, x3, &w.f32[o0 : o0+kn][0], &w.f32[o1 : o1+kn][0], kn/lanes)
+	case ascend.BF16:
+		gemm4x2BF16(&acc[0], x0, x1, x2, x3, &w.u16[o0 : o0+kn][0], &w.u16[o1 : o1+kn][0], kn/lanes)
+	default:
+		gemm4x2F16(&acc[0], x0, x1, x2, x3, &w.u16[o0 : o0+kn][0], &w.u16[o1 : o1+kn][0], kn/lanes)
+	}
+}
+
+// kern1x4 adds the lane products of one x row and weight rows cs[0..3] over
+// k0 ≤ k < k0+kn (kn a positive multiple of 8) into acc.
+func kern1x4(acc *block1x4, x []float32, w *wmat, cs *[4]int, k0, kn int) {
+	if !asmFor(w.dt) || kn <= 0 {
+		kern1x4Go(acc, x, w, cs, k0, kn)
+		return
+	}
+	xp := &x[k0 : k0+kn][0]
+	o0, o1, o2, o3 := cs[0]*w.k+k0, cs[1]*w.k+k0, cs[2]*w.k+k0, cs[3]*w.k+k0
+	switch w.dt {
+	case ascend.F32:
+		gemm1x4F32(&acc[0], xp, &w.f32[o0 : o0+kn][0], &w.f32[o1 : o1+kn][0],
+			&w.f32[o2 : o2+kn][0], &w.f32[o3 : o3+kn][0], kn/lanes)
+	case ascend.BF16:
+		gemm1x4BF16(&acc[0], xp, &w.u16[o0 : o0+kn][0], &w.u16[o1 : o1+kn][0],
+			&w.u16[o2 : o2+kn][0], &w.u16[o3 : o3+kn][0], kn/lanes)
+	default:
+		gemm1x4F16(&acc[0], xp, &w.u16[o0 : o0+kn][0], &w.u16[o1 : o1+kn][0],
+			&w.u16[o2 : o2+kn][0], &w.u16[o3 : o3+kn][0], kn/lanes)
+	}
+}

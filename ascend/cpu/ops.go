@@ -1,0 +1,128 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/moemesh/moemesh/ascend"
+)
+
+// elemTask is how many elements one parallel task of an element-wise op covers: enough to
+// dwarf the cost of handing it to a helper.
+const elemTask = 1 << 14
+
+// SwiGLU computes out[r][j] = silu(g)·u with g = x[r][j], u = x[r][N+j]; with limit > 0,
+// g = min(g, limit) and u = clamp(u, -limit, limit) first (in float32; NaN stays NaN).
+// The value is float32(g / (1 + exp(-g)) * u) evaluated in float64 from the float32 g and u:
+// one rounding at the end, so it is the correctly rounded result up to float64 error, and
+// every row is independent of the others. silu(-Inf) is taken as its limit, -0.
+func (c *card) SwiGLU(out, x ascend.Buffer, limit float32) error {
+	const op = "SwiGLU"
+	if err := c.enter(op); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	ob, err := c.lookup(op, "out", out)
+	if err != nil {
+		return err
+	}
+	xb, err := c.lookup(op, "x", x)
+	if err != nil {
+		return err
+	}
+	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
+		return fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
+	}
+	m, n, ok := ob.rows()
+	xm, x2n, ok2 := xb.rows()
+	if !ok || !ok2 || xm != m || x2n != 2*n {
+		return fmt.Errorf("%w: %s: out %v and x %v are not [M, N] and [M, 2N]", ascend.ErrShape, op, ob.shape, xb.shape)
+	}
+	if limit != limit {
+		return fmt.Errorf("%w: %s: limit is NaN", ascend.ErrInvalid, op)
+	}
+	rowsPerTask := max(1, elemTask/max(n, 1))
+	tasks := (m + rowsPerTask - 1) / rowsPerTask
+	of, xf := ob.f32, xb.f32
+	c.pool.parallel(tasks, false, func(t int) {
+		for r := t * rowsPerTask; r < min(m, (t+1)*rowsPerTask); r++ {
+			swiglu(of[r*n:(r+1)*n], xf[r*2*n:r*2*n+n], xf[r*2*n+n:(r+1)*2*n], limit)
+		}
+	})
+	return nil
+}
+
+func swiglu(out, gate, up []float32, limit float32) {
+	gate, up = gate[:len(out)], up[:len(out)]
+	for j := range out {
+		g, u := gate[j], up[j]
+		if limit > 0 {
+			g = min(g, limit)
+			u = max(min(u, limit), -limit)
+		}
+		out[j] = float32(silu64(float64(g)) * float64(u))
+	}
+}
+
+// silu64 is a/(1+e^-a). For very negative a, e^-a overflows to +Inf and the quotient is the
+// right -0; only a = -Inf itself would give -Inf/Inf = NaN.
+func silu64(a float64) float64 {
+	if math.IsInf(a, -1) {
+		return math.Copysign(0, -1)
+	}
+	return a / (1 + math.Exp(-a))
+}
+
+// ScatterAdd does out[dst[i]] += float32(w[i]·x[src[i]]) for i in order, element by element
+// in float32 (the product rounded, then added; no fused multiply-add). Work is split across
+// column ranges, which keeps each element's additions in i order.
+func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) error {
+	const op = "ScatterAdd"
+	if err := c.enter(op); err != nil {
+		return err
+	}
+	defer c.mu.Unlock()
+	ob, err := c.lookup(op, "out", out)
+	if err != nil {
+		return err
+	}
+	xb, err := c.lookup(op, "x", x)
+	if err != nil {
+		return err
+	}
+	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
+		return fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
+	}
+	r, n, ok := ob.rows()
+	p, xn, ok2 := xb.rows()
+	if !ok || !ok2 || xn != n {
+		return fmt.Errorf("%w: %s: out %v and x %v are not [R, N] and [P, N]", ascend.ErrShape, op, ob.shape, xb.shape)
+	}
+	if ob == xb {
+		return fmt.Errorf("%w: %s: out and x are the same buffer", ascend.ErrInvalid, op)
+	}
+	if len(dst) != len(src) || len(w) != len(src) {
+		return fmt.Errorf("%w: %s: %d src, %d dst and %d weights", ascend.ErrShape, op, len(src), len(dst), len(w))
+	}
+	for i := range src {
+		if s, d := src[i], dst[i]; s < 0 || int(s) >= p || d < 0 || int(d) >= r {
+			return fmt.Errorf("%w: %s: pair %d maps x row %d (of %d) to out row %d (of %d)", ascend.ErrShape, op, i, s, p, d, r)
+		}
+	}
+	const colsPerTask = 256
+	cols := max(colsPerTask, elemTask/max(len(src), 1))
+	tasks := (n + cols - 1) / cols
+	of, xf := ob.f32, xb.f32
+	c.pool.parallel(tasks, len(src)*n < elemTask, func(t int) {
+		j0, j1 := t*cols, min(n, (t+1)*cols)
+		for i, s := range src {
+			o := of[int(dst[i])*n+j0 : int(dst[i])*n+j1]
+			xs := xf[int(s)*n+j0 : int(s)*n+j1]
+			wi := w[i]
+			for j := range o {
+				o[j] += float32(wi * xs[j])
+			}
+		}
+	})
+	return nil
+}
