@@ -1,0 +1,149 @@
+package meshtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moemesh/moemesh/mesh"
+	"github.com/moemesh/moemesh/model"
+	"github.com/moemesh/moemesh/model/safetensors"
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, Binary(t), args...).CombinedOutput()
+	return string(out), err
+}
+
+func TestCLIMkmodel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary")
+	}
+	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	for _, dir := range []string{a, b} {
+		if out, err := run(t, "mkmodel", "--arch", "deepseek_v3", "--preset", "tiny", "--out", dir, "--seed", "3", "--dtype", "f32"); err != nil {
+			t.Fatalf("mkmodel: %v\n%s", err, out)
+		}
+	}
+	cfg, err := model.LoadConfig(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Arch != "deepseek_v3" || len(cfg.MoELayers()) == 0 {
+		t.Fatalf("config: %+v", cfg)
+	}
+	ck, err := safetensors.Open(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if n := len(ck.Files()); n < 2 {
+		t.Fatalf("%d shards, want 2+", n)
+	}
+	for _, f := range ck.Files() {
+		x, _ := os.ReadFile(f)
+		y, _ := os.ReadFile(filepath.Join(b, filepath.Base(f)))
+		if !bytes.Equal(x, y) {
+			t.Fatalf("same seed, different %s", filepath.Base(f))
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mkmodel", "--arch", "gpt2", "--out", filepath.Join(t.TempDir(), "x")}, "qwen3_moe"},
+		{[]string{"mkmodel", "--arch", "mixtral", "--dtype", "int3", "--out", filepath.Join(t.TempDir(), "x")}, "int3"},
+		{[]string{"mkmodel", "--arch", "mixtral"}, "--out is required"},
+		{[]string{"expertd", "--model", a, "--experts", "0-99", "--nats", "nats://127.0.0.1:1"}, "outside 0-15"},
+		{[]string{"expertd", "--model", a, "--layers", "0", "--nats", "nats://127.0.0.1:1"}, "not a MoE layer"},
+		{[]string{"expertd", "--model", filepath.Join(t.TempDir(), "none")}, "not a model directory"},
+		{[]string{"bench", "layer", "--model", a, "--tokens", "0"}, "positive number"},
+	} {
+		out, err := run(t, c.args...)
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("%v: err %v, output %q; want a failure mentioning %q", c.args, err, out, c.want)
+		}
+	}
+}
+
+func TestCLIBenchLayer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary")
+	}
+	dir := Checkpoint(t, "mixtral", "f32")
+	out, err := run(t, "bench", "layer", "--model", dir, "--tokens", "1,8", "--daemons", "3", "--iters", "2", "--wire", "f32", "--mode", "pairs", "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("bench layer: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := lines[len(lines)-1]
+	if !regexp.MustCompile(`^layer: maxdiff=0 mesh/local=[0-9]+\.[0-9]+$`).MatchString(last) {
+		t.Fatalf("summary line %q (exact mode must give maxdiff=0)\n%s", last, out)
+	}
+	if !strings.Contains(out, "mesh/local") || len(lines) < 4 {
+		t.Fatalf("no table:\n%s", out)
+	}
+}
+
+func TestCLINATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary")
+	}
+	cmd := exec.Command(Binary(t), "nats", "--port", "-1", "--log-level", "warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		if sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var url string
+	select {
+	case url = <-lines:
+	case <-time.After(20 * time.Second):
+		t.Fatal("moemesh nats printed no URL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := mesh.Connect(ctx, url, "cli-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// JetStream is on: the registry opens.
+	if _, err := mesh.OpenRegistry(ctx, nc, "cli", time.Second); err != nil {
+		t.Fatalf("registry on moemesh nats: %v", err)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("moemesh nats after SIGINT: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("moemesh nats did not stop on SIGINT")
+	}
+}
