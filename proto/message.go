@@ -139,6 +139,37 @@ type ExpertState struct {
 	State    uint8
 }
 
+// MaxExpertStates bounds the experts one lease may list (a card holding every expert of a
+// 61-layer, 384-expert model lists 23,424).
+const MaxExpertStates = 1 << 20
+
+// ExpertStates is a lease's expert list, decoded with a bound on its length.
+type ExpertStates []ExpertState
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (s *ExpertStates) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n > MaxExpertStates {
+		return fmt.Errorf("%w: lease lists %d experts (at most %d)", ErrDecode, n, MaxExpertStates)
+	}
+	out := (*s)[:0]
+	for i := 0; i < n; i++ {
+		var e ExpertState
+		if err := dec.Decode(&e); err != nil {
+			return err
+		}
+		out = append(out, e)
+	}
+	if n < 0 {
+		out = nil
+	}
+	*s = out
+	return nil
+}
+
 // CardStatus is a card's lease in the registry, rewritten every heartbeat.
 type CardStatus struct {
 	_msgpack     struct{} `msgpack:",as_array"`
@@ -148,7 +179,7 @@ type CardStatus struct {
 	Device       string // backend and device index, e.g. "cpu:0"
 	MemTotal     int64  // 0: unlimited
 	MemUsed      int64
-	Experts      []ExpertState
+	Experts      ExpertStates
 	Queue        int32   // batches waiting
 	TokensPerSec float32 // rows computed per second, recent
 	Beat         int64   // unix nanoseconds of this heartbeat

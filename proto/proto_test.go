@@ -129,7 +129,7 @@ func TestDecodeRejectsGarbage(t *testing.T) {
 func TestCardStatusRoundTrip(t *testing.T) {
 	s := &CardStatus{V: Version, Card: "d1-c0", Daemon: "d1", Device: "cpu:0", MemTotal: 1 << 30, MemUsed: 123,
 		Experts: []ExpertState{{Layer: 1, Expert: 4, State: StateReady}, {Layer: 2, Expert: 0, State: StateLoading}},
-		Queue: 2, TokensPerSec: 1500, Beat: 42}
+		Queue:   2, TokensPerSec: 1500, Beat: 42}
 	data, err := Marshal(s)
 	if err != nil {
 		t.Fatal(err)

@@ -46,8 +46,39 @@ func (d DType) String() string {
 type Tensor struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	DType    DType
-	Shape    []int64
+	Shape    Dims
 	Data     []byte
+}
+
+// MaxRank bounds a wire tensor's dimensions.
+const MaxRank = 8
+
+// Dims is a tensor shape. It decodes with a bound on its length: msgpack's generic slice
+// decoding would allocate whatever element count a (malformed) header claims.
+type Dims []int64
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (d *Dims) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n > MaxRank {
+		return fmt.Errorf("%w: tensor rank %d (at most %d)", ErrDecode, n, MaxRank)
+	}
+	out := (*d)[:0]
+	for i := 0; i < n; i++ {
+		v, err := dec.DecodeInt64()
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+	}
+	if n < 0 {
+		out = nil
+	}
+	*d = out
+	return nil
 }
 
 // Elements is the product of the shape (-1 when a dimension is negative or it overflows).
