@@ -147,3 +147,21 @@ func TestCLINATS(t *testing.T) {
 		t.Fatal("moemesh nats did not stop on SIGINT")
 	}
 }
+
+// TestCLIExpertdOverBudget: experts that do not fit the card's budget stop the daemon with a
+// clear error instead of a crash or a half-loaded card.
+func TestCLIExpertdOverBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary")
+	}
+	srv, err := mesh.StartServer(mesh.ServerConfig{Host: "127.0.0.1", Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	dir := Checkpoint(t, "qwen3_moe", "bf16")
+	out, err := run(t, "expertd", "--nats", srv.ClientURL(), "--model", dir, "--card-memory", "20KiB", "--experts", "all")
+	if err == nil || !strings.Contains(out, "out of memory") || !strings.Contains(out, "loading expert") {
+		t.Fatalf("err %v, output:\n%s", err, out)
+	}
+}
