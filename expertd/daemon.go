@@ -249,12 +249,13 @@ func (d *Daemon) openCard(ctx context.Context, ck *safetensors.Checkpoint, cc Ca
 			return nil, err
 		}
 		w, err := model.ReadExpert(ck, d.mcfg, k)
-		if err == nil {
-			err = c.set.Add(k, w)
-		}
 		if err != nil {
 			_ = c.close()
-			return nil, fmt.Errorf("expertd: card %s: loading expert %v: %w", cc.ID, k, err)
+			return nil, fmt.Errorf("expertd: card %s: reading expert %v: %w", cc.ID, k, err)
+		}
+		if err := c.set.Add(k, w); err != nil { // names the expert itself
+			_ = c.close()
+			return nil, fmt.Errorf("expertd: card %s: loading %d experts: %w", cc.ID, len(cc.Experts), err)
 		}
 		if (i+1)%64 == 0 || i+1 == len(cc.Experts) {
 			mi := dev.MemInfo()

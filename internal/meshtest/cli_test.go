@@ -161,7 +161,7 @@ func TestCLIExpertdOverBudget(t *testing.T) {
 	defer srv.Shutdown()
 	dir := Checkpoint(t, "qwen3_moe", "bf16")
 	out, err := run(t, "expertd", "--nats", srv.ClientURL(), "--model", dir, "--card-memory", "20KiB", "--experts", "all")
-	if err == nil || !strings.Contains(out, "out of memory") || !strings.Contains(out, "loading expert") {
+	if err == nil || !strings.Contains(out, "out of memory") || !strings.Contains(out, "expert 0/1") {
 		t.Fatalf("err %v, output:\n%s", err, out)
 	}
 }
