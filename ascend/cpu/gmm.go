@@ -43,16 +43,9 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 		return err
 	}
 	defer c.mu.Unlock()
-	ob, err := c.lookup(op, "out", out)
+	ob, xb, err := c.f32Pair(op, out, x)
 	if err != nil {
 		return err
-	}
-	xb, err := c.lookup(op, "x", x)
-	if err != nil {
-		return err
-	}
-	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
-		return fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
 	}
 	m, k, ok := xb.rows()
 	om, n, ok2 := ob.rows()

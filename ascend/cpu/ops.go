@@ -22,16 +22,9 @@ func (c *card) SwiGLU(out, x ascend.Buffer, limit float32) error {
 		return err
 	}
 	defer c.mu.Unlock()
-	ob, err := c.lookup(op, "out", out)
+	ob, xb, err := c.f32Pair(op, out, x)
 	if err != nil {
 		return err
-	}
-	xb, err := c.lookup(op, "x", x)
-	if err != nil {
-		return err
-	}
-	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
-		return fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
 	}
 	m, n, ok := ob.rows()
 	xm, x2n, ok2 := xb.rows()
@@ -82,16 +75,9 @@ func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) e
 		return err
 	}
 	defer c.mu.Unlock()
-	ob, err := c.lookup(op, "out", out)
+	ob, xb, err := c.f32Pair(op, out, x)
 	if err != nil {
 		return err
-	}
-	xb, err := c.lookup(op, "x", x)
-	if err != nil {
-		return err
-	}
-	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
-		return fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
 	}
 	r, n, ok := ob.rows()
 	p, xn, ok2 := xb.rows()
@@ -125,4 +111,18 @@ func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) e
 		}
 	})
 	return nil
+}
+
+// f32Pair looks up an op's f32 output and input buffers.
+func (c *card) f32Pair(op string, out, x ascend.Buffer) (ob, xb *buffer, err error) {
+	if ob, err = c.lookup(op, "out", out); err != nil {
+		return nil, nil, err
+	}
+	if xb, err = c.lookup(op, "x", x); err != nil {
+		return nil, nil, err
+	}
+	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
+		return nil, nil, fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
+	}
+	return ob, xb, nil
 }
