@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -230,5 +231,30 @@ func TestErrorCodes(t *testing.T) {
 	}
 	if CodeOf(errors.Join(errors.New("x"), ErrDecode)) != CodeBadRequest {
 		t.Fatal("decode errors must map to 400")
+	}
+}
+
+// TestDecodeBoundsAllocation: a header that claims more than the message holds is an error,
+// decided before anything of that size is allocated.
+func TestDecodeBoundsAllocation(t *testing.T) {
+	cases := map[string][]byte{
+		"bin32 length":  []byte("\x95\x010\x930\x9200\xc6\xc6\x00\xc6\xc60o00"),
+		"array32 shape": []byte("\x95\x01\x03\x93\x01\xdd\xdd\xdd\xdd\xdd\x92\xff\xff\xc4\x93\x01\x92"),
+		"rowptr bin":    []byte("\x99\x01\x00\x00\x01\x93\x01\x92\x00\x00\xc4\x00\xc6\x7f\xff\xff\xff"),
+	}
+	for name, data := range cases {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var r ExpertResult
+		errR := DecodeExpertResult(data, &r, sampleBatch(t))
+		var b ExpertBatch
+		errB := DecodeExpertBatch(data, &b, 0)
+		runtime.ReadMemStats(&after)
+		if errR == nil || errB == nil {
+			t.Errorf("%s: decoded (%v, %v)", name, errR, errB)
+		}
+		if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+			t.Errorf("%s: decoding allocated %d bytes", name, grew)
+		}
 	}
 }

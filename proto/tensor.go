@@ -47,7 +47,43 @@ type Tensor struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	DType    DType
 	Shape    Dims
-	Data     []byte
+	Data     Bin
+}
+
+// Bin is raw bytes carried as a msgpack bin. It decodes only a length that the message
+// actually holds: msgpack's own []byte decoding allocates whatever a header claims, so a
+// 16-byte message could ask for gigabytes (found by fuzzing).
+type Bin []byte
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (b *Bin) DecodeMsgpack(dec *msgpack.Decoder) error {
+	buf, err := readBin(dec, *b)
+	*b = buf
+	return err
+}
+
+// readBin reads a bin into dst's capacity after checking that its length is present.
+func readBin(dec *msgpack.Decoder, dst []byte) ([]byte, error) {
+	n, err := dec.DecodeBytesLen()
+	if err != nil {
+		return nil, err
+	}
+	if n < 0 {
+		return nil, nil
+	}
+	// unmarshal decodes from a *bytes.Reader, which msgpack reads directly.
+	if r, ok := dec.Buffered().(interface{ Len() int }); !ok || n > r.Len() {
+		left := -1
+		if ok {
+			left = r.Len()
+		}
+		return nil, fmt.Errorf("%w: a bin claims %d bytes, %d are left", ErrDecode, n, left)
+	}
+	dst = grow(dst, n)
+	if err := dec.ReadFull(dst); err != nil {
+		return nil, err
+	}
+	return dst, nil
 }
 
 // MaxRank bounds a wire tensor's dimensions.
@@ -257,7 +293,7 @@ func (s I32s) EncodeMsgpack(enc *msgpack.Encoder) error {
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
 func (s *I32s) DecodeMsgpack(dec *msgpack.Decoder) error {
-	b, err := dec.DecodeBytes()
+	b, err := readBin(dec, nil)
 	if err != nil {
 		return err
 	}
@@ -286,7 +322,7 @@ func (s F32s) EncodeMsgpack(enc *msgpack.Encoder) error {
 
 // DecodeMsgpack implements msgpack.CustomDecoder.
 func (s *F32s) DecodeMsgpack(dec *msgpack.Decoder) error {
-	b, err := dec.DecodeBytes()
+	b, err := readBin(dec, nil)
 	if err != nil {
 		return err
 	}
