@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short race bench lint fuzz chaos clean
+.PHONY: all build run test test-short race bench lint fuzz chaos chat-goldens clean
 
 all: build
 
@@ -45,9 +45,13 @@ fuzz: ## every decoder, $(FUZZTIME) each
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./model/safetensors/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./model/
 	$(GO) test -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME) ./model/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/chat/
 
 chaos: ## multi-process failure tests, longer than in `make test`
 	MOEMESH_CHAOS=long CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m -run 'Kill|Chaos|Process' ./internal/meshtest/
+
+chat-goldens: ## regenerate model/chat/testdata/goldens.json with Python Jinja2 (on the machines)
+	python3 tools/chatgoldens/gen.py
 
 clean:
 	rm -rf bin
