@@ -94,8 +94,11 @@ var rules = []rule{
 		}
 		return false
 	}},
-	{"model imports no architecture or tool below it except safetensors and tokenizer", func(from, to string) bool {
-		return from == "model" && under(to, "model") && to != "model/safetensors" && to != "model/tokenizer"
+	{"model imports no architecture or tool below it except safetensors, tokenizer and nn", func(from, to string) bool {
+		return from == "model" && under(to, "model") && to != "model/safetensors" && to != "model/tokenizer" && to != "model/nn"
+	}},
+	{"model/nn and model/safetensors stay leaves (ascend at most)", func(from, to string) bool {
+		return (under(from, "model/nn") || under(from, "model/safetensors")) && to != "ascend" && !under(to, from)
 	}},
 	{"ascend backends import only ascend", func(from, to string) bool {
 		return under(from, "ascend") && from != "ascend" && !under(to, "ascend")
