@@ -3,7 +3,10 @@ package meshtest
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +18,7 @@ import (
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/model/safetensors"
+	"github.com/moemesh/moemesh/model/tokenizer"
 )
 
 func run(t *testing.T, args ...string) (string, error) {
@@ -163,5 +167,66 @@ func TestCLIExpertdOverBudget(t *testing.T) {
 	out, err := run(t, "expertd", "--nats", srv.ClientURL(), "--model", dir, "--card-memory", "20KiB", "--experts", "all")
 	if err == nil || !strings.Contains(out, "out of memory") || !strings.Contains(out, "expert 0/1") {
 		t.Fatalf("err %v, output:\n%s", err, out)
+	}
+}
+
+func TestCLITokenize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary")
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		gz, err := os.ReadFile(filepath.Join("..", "..", "model", "tokenizer", "testdata", "qwen3", name+".gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(gz))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []string{"Hello, world!", "你好，世界 🌍", "  two  spaces\tand a tab", "<|im_start|>user"}
+	var want []string
+	for _, l := range lines {
+		ids, err := tok.Encode(l, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(ids)
+		want = append(want, string(b))
+	}
+	cmd := exec.Command(Binary(t), "tokenize", "--model", dir)
+	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tokenize: %v", err)
+	}
+	if got := strings.Split(strings.TrimSpace(string(out)), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("tokenize printed\n%s\nwant\n%s", out, strings.Join(want, "\n"))
+	}
+	dec := exec.Command(Binary(t), "tokenize", "--model", dir, "--decode", "--special")
+	dec.Stdin = bytes.NewReader(out)
+	back, err := dec.Output()
+	if err != nil {
+		t.Fatalf("tokenize --decode: %v", err)
+	}
+	if strings.TrimSuffix(string(back), "\n") != strings.Join(lines, "\n") {
+		t.Fatalf("decode gave %q", back)
+	}
+	bad := exec.Command(Binary(t), "tokenize", "--model", dir, "--decode")
+	bad.Stdin = strings.NewReader("[1, 2\n")
+	if msg, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(msg), "line 1") {
+		t.Fatalf("bad decode input: %v %s", err, msg)
 	}
 }
