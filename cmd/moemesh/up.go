@@ -53,6 +53,7 @@ func newUp(g *globals) *cobra.Command {
 			fmt.Println("Ctrl-C stops the mesh.")
 			<-ctx.Done()
 			log.Info("stopping")
+			chk.Close() // stop following the registry before the connections go
 			return st.Close()
 		},
 	}
