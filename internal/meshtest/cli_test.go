@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moemesh/moemesh/internal/stack"
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/model/safetensors"
@@ -228,5 +229,53 @@ func TestCLITokenize(t *testing.T) {
 	bad.Stdin = strings.NewReader("[1, 2\n")
 	if msg, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(msg), "line 1") {
 		t.Fatalf("bad decode input: %v %s", err, msg)
+	}
+}
+
+// TestCLIGenerate: `moemesh generate` over a mesh in exact mode prints the same tokens as
+// --local and writes byte-identical logits.
+func TestCLIGenerate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and runs the binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := Checkpoint(t, "deepseek_v3", "bf16")
+	st, err := stack.Start(ctx, stack.Config{ModelDir: dir, Model: "cligen", Daemons: 3, Replicated: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tmp := t.TempDir()
+	args := []string{"generate", "--model", dir, "--ids", "5,17,3,99", "--greedy", "--max-tokens", "12", "--log-level", "warn"}
+	local, err := run(t, append(args, "--local", "--logits-out", filepath.Join(tmp, "local.bin"))...)
+	if err != nil {
+		t.Fatalf("generate --local: %v\n%s", err, local)
+	}
+	meshOut, err := run(t, append(args, "--nats", st.URL, "--name", "cligen", "--exact", "--logits-out", filepath.Join(tmp, "mesh.bin"))...)
+	if err != nil {
+		t.Fatalf("generate --nats: %v\n%s", err, meshOut)
+	}
+	var ids []int32
+	if err := json.Unmarshal([]byte(strings.TrimSpace(local)), &ids); err != nil || len(ids) != 12 {
+		t.Fatalf("local printed %q (%v)", local, err)
+	}
+	if meshOut != local {
+		t.Fatalf("mesh printed %q, local %q", meshOut, local)
+	}
+	a, _ := os.ReadFile(filepath.Join(tmp, "local.bin"))
+	b, _ := os.ReadFile(filepath.Join(tmp, "mesh.bin"))
+	hdr, raw, ok := bytes.Cut(a, []byte("\n"))
+	if !ok || len(raw) != 12*st.Model.Vocab*4 || !bytes.Contains(hdr, []byte(`"steps":12`)) {
+		t.Fatalf("logits file: header %q, %d bytes of data", hdr, len(raw))
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatal("mesh logits differ from local in exact mode")
+	}
+	if out, err := run(t, "generate", "--model", dir, "--ids", "5", "--local", "--nats", st.URL); err == nil || !strings.Contains(out, "choose one") {
+		t.Fatalf("--local with --nats: %v %s", err, out)
+	}
+	if out, err := run(t, "generate", "--model", dir, "--ids", "999999", "--local"); err == nil || !strings.Contains(out, "not a token id") {
+		t.Fatalf("bad id: %v %s", err, out)
 	}
 }
