@@ -265,4 +265,3 @@ func writeLogits(path string, logits []float32, steps, vocab int) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
-
