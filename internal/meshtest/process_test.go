@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -241,8 +242,18 @@ func TestProcessMeshKill(t *testing.T) {
 	t.Logf("no replica left: %v (after %v)", err, took)
 }
 
+// chaosSteps is how many steps run after a disturbance: 20 in `make test`, 300 in
+// `make chaos` (MOEMESH_CHAOS=long).
+func chaosSteps() int {
+	if os.Getenv("MOEMESH_CHAOS") == "long" {
+		return 300
+	}
+	return 20
+}
+
 // underLoad runs check in a loop on its own goroutine, calls disturb after 5 steps, and
-// stops 20 steps later; it returns the step count, the step disturb came at, and failures.
+// stops chaosSteps() steps later; it returns the step count, the step disturb came at, and
+// failures.
 func underLoad(t *testing.T, check func(int) error, disturb func()) (steps, at int, errs []error) {
 	t.Helper()
 	var mu sync.Mutex
@@ -288,7 +299,7 @@ func underLoad(t *testing.T, check func(int) error, disturb func()) (steps, at i
 	mu.Lock()
 	at = steps
 	mu.Unlock()
-	WaitFor(t, 30*time.Second, reached(at+20))
+	WaitFor(t, 2*time.Minute, reached(at+chaosSteps()))
 	close(stop)
 	<-done
 	return steps, at, errs
