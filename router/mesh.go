@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -177,13 +178,27 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		pending[i] = int32(i)
 	}
 	var done []*send
-	failed := map[*cardState]bool{}
+	// failed: cards that did not answer (gone or hung), skipped for the rest of the step.
+	// busy: cards that answered 503/507 (queue full, out of memory): alive, so they are
+	// avoided while another replica exists and retried after a backoff when none does.
+	failed, busy := map[*cardState]bool{}, map[*cardState]bool{}
 	var lastErr error
-	for round := 0; len(pending) > 0; round++ {
-		if round >= m.cfg.Rounds {
-			return fmt.Errorf("layer %d: %d pairs still unserved after %d rounds: %w", layer, len(pending), round, lastErr)
+	lost := 0
+	var wait, backoff time.Duration
+	for len(pending) > 0 {
+		if lost >= m.cfg.Rounds {
+			return fmt.Errorf("layer %d: %d pairs still unserved after %d re-sends: %w", layer, len(pending), lost, lastErr)
 		}
-		sends, err := m.plan(layer, x, hidden, r, pending, failed)
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("layer %d: cards busy until the deadline: %w (last: %w)", layer, ctx.Err(), lastErr)
+			case <-t.C:
+			}
+		}
+		sends, err := m.plan(layer, x, hidden, r, pending, failed, busy)
 		if err != nil {
 			if lastErr != nil {
 				err = fmt.Errorf("%w (after: %w)", err, lastErr)
@@ -192,14 +207,19 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		}
 		m.exchange(ctx, sends)
 		pending = pending[:0]
+		sawBusy, sawLost := false, false
 		for _, s := range sends {
 			switch {
 			case s.err == nil:
 				done = append(done, s)
 			case mesh.Retryable(s.err) && ctx.Err() == nil:
 				m.cfg.Logger.Debug("re-sending a card's batch", "layer", layer, "card", s.card.id, "err", s.err)
-				failed[s.card] = true
 				lastErr = s.err
+				if code := proto.CodeOf(s.err); code == proto.CodeUnavailable || code == proto.CodeOutOfMemory {
+					busy[s.card], sawBusy = true, true
+				} else {
+					failed[s.card], sawLost = true, true
+				}
 				if errors.Is(s.err, mesh.ErrNoResponders) || errors.Is(s.err, mesh.ErrTimeout) {
 					m.tab.markSuspect(s.card)
 				}
@@ -208,13 +228,26 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 				return fmt.Errorf("layer %d, card %s: %w", layer, s.card.id, s.err)
 			}
 		}
+		if sawLost {
+			lost++
+		}
+		wait = 0
+		if sawBusy {
+			backoff = min(2*max(backoff, time.Millisecond/2), 50*time.Millisecond)
+			wait = backoff
+		}
 	}
 	return m.combine(done, r, hidden, out)
 }
 
 // plan groups the pending slots by the card chosen for each expert: every pair of an expert
 // goes to the same replica in one step, and a token is sent once per card.
-func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending []int32, failed map[*cardState]bool) ([]*send, error) {
+func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending []int32, failed, busy map[*cardState]bool) ([]*send, error) {
+	avoid := failed
+	if len(busy) > 0 {
+		avoid = maps.Clone(failed)
+		maps.Copy(avoid, busy)
+	}
 	slices.Sort(pending) // token order, k ascending: what CSR rows need
 	chosen := map[int32]*cardState{}
 	byCard := map[*cardState]*send{}
@@ -225,7 +258,10 @@ func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending
 		e := r.Experts[s]
 		c, ok := chosen[e]
 		if !ok {
-			c = m.tab.pick(model.ExpertKey{Layer: layer, Expert: int(e)}, failed, m.rng)
+			k := model.ExpertKey{Layer: layer, Expert: int(e)}
+			if c = m.tab.pick(k, avoid, m.rng); c == nil && len(busy) > 0 {
+				c = m.tab.pick(k, failed, m.rng) // only busy replicas left: try one again
+			}
 			if c == nil {
 				return nil, fmt.Errorf("%w: layer %d expert %d (%d cards known, %d failed in this step)",
 					ErrNoReplica, layer, e, len(m.Cards()), len(failed))

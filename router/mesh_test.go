@@ -60,7 +60,7 @@ func TestPlanBuildsCSRBatchesPerCard(t *testing.T) {
 	const hidden = 3
 	x := []float32{0, 0, 0, 1, 1, 1, 2, 2, 2}
 	r := model.Routing{TopK: 2, Experts: []int32{5, 1, 2, 3, 6, 4}, Weights: []float32{.1, .2, .3, .4, .5, .6}}
-	sends, err := m.plan(1, x, hidden, r, []int32{5, 4, 3, 2, 1, 0}, map[*cardState]bool{})
+	sends, err := m.plan(1, x, hidden, r, []int32{5, 4, 3, 2, 1, 0}, map[*cardState]bool{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestPlanBuildsCSRBatchesPerCard(t *testing.T) {
 func TestPlanNoReplica(t *testing.T) {
 	m := testMesh(t, map[string][]int{"a": {0, 1}})
 	r := model.Routing{TopK: 1, Experts: []int32{0, 5}, Weights: []float32{1, 1}}
-	_, err := m.plan(1, make([]float32, 4), 2, r, []int32{0, 1}, map[*cardState]bool{})
+	_, err := m.plan(1, make([]float32, 4), 2, r, []int32{0, 1}, map[*cardState]bool{}, nil)
 	if err == nil || !isNoReplica(err) {
 		t.Fatalf("err = %v, want ErrNoReplica", err)
 	}
@@ -138,5 +138,31 @@ func TestPickAvoidsFailedSuspectDrainingAndLoad(t *testing.T) {
 	// missing knows leases, not one step's failures: a still counts for expert 0.
 	if miss := m.tab.missing([]model.ExpertKey{k, {Layer: 1, Expert: 1}}); fmt.Sprint(miss) != "[1/1]" {
 		t.Fatalf("missing = %v", miss)
+	}
+}
+
+// TestPlanBusyFallback: a busy replica (503/507) is avoided while another exists, and used
+// again when only busy ones are left; a failed (silent) one never is within the step.
+func TestPlanBusyFallback(t *testing.T) {
+	m := testMesh(t, map[string][]int{"a": {0}, "b": {0}})
+	a, b := m.tab.cards["a"], m.tab.cards["b"]
+	r := model.Routing{TopK: 1, Experts: []int32{0}, Weights: []float32{1}}
+	pickOnce := func(failed, busy map[*cardState]bool) (string, error) {
+		sends, err := m.plan(1, make([]float32, 2), 2, r, []int32{0}, failed, busy)
+		if err != nil {
+			return "", err
+		}
+		return sends[0].card.id, nil
+	}
+	for i := 0; i < 20; i++ {
+		if id, err := pickOnce(map[*cardState]bool{}, map[*cardState]bool{a: true}); err != nil || id != "b" {
+			t.Fatalf("a busy: picked %q, %v", id, err)
+		}
+		if id, err := pickOnce(map[*cardState]bool{b: true}, map[*cardState]bool{a: true}); err != nil || id != "a" {
+			t.Fatalf("a busy, b failed: picked %q, %v; want the busy one again", id, err)
+		}
+	}
+	if _, err := pickOnce(map[*cardState]bool{a: true, b: true}, map[*cardState]bool{}); !errors.Is(err, ErrNoReplica) {
+		t.Fatalf("both failed: %v", err)
 	}
 }

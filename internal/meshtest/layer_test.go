@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +162,64 @@ func TestSpread(t *testing.T) {
 	got := fmt.Sprint(stack.Spread(8, 3, 2))
 	if want := "[[0 1 3 6] [0 1 4 7] [0 1 2 5]]"; got != want {
 		t.Fatalf("Spread = %s, want %s", got, want)
+	}
+}
+
+// TestLayerBusyCardIsRetried: a card whose queue is full answers 503; with no other replica
+// the router backs off and tries it again, so concurrent steps all complete and stay exact.
+func TestLayerBusyCardIsRetried(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := Checkpoint(t, "qwen3_moe", "f32")
+	st, err := stack.Start(ctx, stack.Config{ModelDir: dir, Model: "busy", Placement: [][]int{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	all := make([]int, st.Model.Experts)
+	for i := range all {
+		all[i] = i
+	}
+	d, err := stack.Start(ctx, stack.Config{ModelDir: dir, Model: "busy", NATSURL: st.URL, Placement: [][]int{all}, QueueDepth: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const routers = 6
+	layers := make([]*stack.Layer, routers)
+	for i := range layers {
+		if layers[i], err = st.NewLayer(ctx, -1, proto.ModePairs, proto.F32); err != nil {
+			t.Fatal(err)
+		}
+		defer layers[i].Close()
+	}
+	x := stack.RandomInput(rand.New(rand.NewPCG(9, 9)), 64, st.Model.Hidden)
+	want, err := layers[0].Forward(ctx, x, layers[0].Local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, routers*5)
+	var wg sync.WaitGroup
+	for _, l := range layers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				got, err := l.Forward(ctx, x, l.Mesh)
+				if err == nil {
+					if dd, _ := stack.Diff(got, want); dd != 0 {
+						err = fmt.Errorf("differs by %g", dd)
+					}
+				}
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a step failed with the card busy: %v", err)
+		}
 	}
 }

@@ -32,6 +32,8 @@ type Config struct {
 	Replicated int
 	Heartbeat  time.Duration
 	Backend    string // default "cpu"
+	// QueueDepth is each card's queue (expertd.Config.QueueDepth; 0: its default).
+	QueueDepth int
 	// Prefix starts daemon and card ids, so that several stacks can share one server
 	// (default: s1, s2, … per process).
 	Prefix string
@@ -127,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		id := fmt.Sprintf("%sd%d", cfg.Prefix, i)
 		d, err := expertd.New(expertd.Config{Model: cfg.Model, ModelDir: cfg.ModelDir, Daemon: id, Backend: be,
 			Cards:     []expertd.CardConfig{{ID: id + "-c0", Device: i, Experts: keys}},
-			Heartbeat: cfg.Heartbeat, Logger: cfg.Logger}, nc)
+			Heartbeat: cfg.Heartbeat, QueueDepth: cfg.QueueDepth, Logger: cfg.Logger}, nc)
 		if err != nil {
 			return nil, err
 		}
