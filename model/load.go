@@ -8,13 +8,10 @@ import (
 )
 
 // weightDType is the card dtype an expert tensor is kept in: its checkpoint dtype when the
-// card has it, else bf16 (FP8 blocks are dequantised once at load).
+// card has it (cardDType), else bf16 (FP8 blocks are dequantised once at load).
 func weightDType(dt safetensors.DType) ascend.DType {
-	switch dt {
-	case safetensors.F32:
-		return ascend.F32
-	case safetensors.F16:
-		return ascend.F16
+	if d := cardDType(dt); d != 0 {
+		return d
 	}
 	return ascend.BF16
 }
@@ -26,7 +23,7 @@ func readRef(ck *safetensors.Checkpoint, ref TensorRef, dt ascend.DType) ([]byte
 	if err != nil {
 		return nil, info, err
 	}
-	if weightDType(info.DType) == dt && (info.DType == safetensors.F32 || info.DType == safetensors.F16 || info.DType == safetensors.BF16) {
+	if d := cardDType(info.DType); d != 0 && d == dt {
 		return raw, info, nil
 	}
 	// Quantised (FP8 blocks, FP4) or another dtype: dequantise just these rows.

@@ -1,7 +1,6 @@
 package gqa
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -116,7 +115,7 @@ func familyParams(cfg *model.Config) (params, error) {
 	if err := slidingWindow(cfg, &p.attn); err != nil {
 		return params{}, err
 	}
-	sc, err := ropeScaling(cfg)
+	sc, err := cfg.RopeScaling(nn.ScalingLinear)
 	if err != nil {
 		return params{}, err
 	}
@@ -149,221 +148,6 @@ func slidingWindow(cfg *model.Config, a *nn.AttnConfig) error {
 	return nil
 }
 
-// ropeScaling reads rope_scaling (or v5 rope_parameters): none/default and linear only.
-func ropeScaling(cfg *model.Config) (nn.RopeScaling, error) {
-	var rs map[string]any
-	ok, err := cfg.Lookup("rope_scaling", &rs)
-	if err != nil {
-		return nn.RopeScaling{}, err
-	}
-	key := "rope_scaling"
-	if !ok {
-		if ok, err = cfg.Lookup("rope_parameters", &rs); err != nil {
-			return nn.RopeScaling{}, err
-		}
-		key = "rope_parameters"
-	}
-	if !ok {
-		return nn.RopeScaling{}, nil
-	}
-	typ, _ := rs["rope_type"].(string)
-	if typ == "" {
-		typ, _ = rs["type"].(string)
-	}
-	switch typ {
-	case "", "default":
-		return nn.RopeScaling{}, nil
-	case "linear":
-		f, _ := rs["factor"].(float64)
-		if !(f > 0) || math.IsInf(f, 0) {
-			return nn.RopeScaling{}, fmt.Errorf("%w: %s.factor %v", model.ErrConfig, key, rs["factor"])
-		}
-		return nn.RopeScaling{Kind: nn.ScalingLinear, Factor: f}, nil
-	}
-	return nn.RopeScaling{}, fmt.Errorf("%w: %s type %q (gqa supports none and linear)", model.ErrUnsupported, key, typ)
-}
-
-// loader reads tensors of one checkpoint onto one card, remembering every buffer it
-// allocates so that Load can free them all on failure.
-type loader struct {
-	ck   *safetensors.Checkpoint
-	card ascend.Card
-	bufs []ascend.Buffer
-}
-
-// info returns name's metadata, checking it has exactly shape.
-func (l *loader) info(name string, shape ...int) (safetensors.TensorInfo, error) {
-	info, ok := l.ck.Info(name)
-	if !ok {
-		return info, fmt.Errorf("%w: %s", model.ErrMissing, name)
-	}
-	want := make([]int64, len(shape))
-	for i, d := range shape {
-		want[i] = int64(d)
-	}
-	if !slices.Equal(info.Shape, want) {
-		return info, fmt.Errorf("%w: %s has shape %v, want %v", model.ErrShape, name, info.Shape, want)
-	}
-	return info, nil
-}
-
-// cardDType is the card dtype a checkpoint dtype is kept in; 0 when it must be decoded
-// (FP8 and friends are widened once to bf16 at load).
-func cardDType(dt safetensors.DType) ascend.DType {
-	switch dt {
-	case safetensors.F32:
-		return ascend.F32
-	case safetensors.BF16:
-		return ascend.BF16
-	case safetensors.F16:
-		return ascend.F16
-	}
-	return 0
-}
-
-// weight places the [out, in] matrix name on the card in its checkpoint dtype.
-func (l *loader) weight(name string, out, in int) (ascend.Buffer, error) {
-	info, err := l.info(name, out, in)
-	if err != nil {
-		return nil, err
-	}
-	var b ascend.Buffer
-	if dt := cardDType(info.DType); dt != 0 {
-		raw, err := l.ck.Raw(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if b, err = l.card.Alloc(dt, out, in); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		l.bufs = append(l.bufs, b)
-		if err := l.card.Write(b, 0, raw); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		return b, nil
-	}
-	vals, err := l.ck.F32(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if b, err = nn.UploadWeight(l.card, ascend.BF16, vals, out, in); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	l.bufs = append(l.bufs, b)
-	return b, nil
-}
-
-// vec reads the 1-D tensor name of n values as f32 on the host.
-func (l *loader) vec(name string, n int) ([]float32, error) {
-	if _, err := l.info(name, n); err != nil {
-		return nil, err
-	}
-	v, err := l.ck.F32(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return v, nil
-}
-
-// linear builds an nn.Linear for prefix+"weight" (and prefix+"bias" when bias).
-func (l *loader) linear(prefix string, out, in int, bias bool) (*nn.Linear, error) {
-	w, err := l.weight(prefix+"weight", out, in)
-	if err != nil {
-		return nil, err
-	}
-	var b []float32
-	if bias {
-		if b, err = l.vec(prefix+"bias", out); err != nil {
-			return nil, err
-		}
-	}
-	lin, err := nn.NewLinear(l.card, w, b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", prefix+"weight", err)
-	}
-	return lin, nil
-}
-
-// embedding keeps model.embed_tokens.weight on the host: bf16 as bits (half the memory),
-// anything else decoded to f32.
-func (l *loader) embedding(vocab, hidden int) (*nn.Embedding, error) {
-	const name = "model.embed_tokens.weight"
-	info, err := l.info(name, vocab, hidden)
-	if err != nil {
-		return nil, err
-	}
-	if info.DType == safetensors.BF16 {
-		raw, err := l.ck.Raw(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if len(raw) != 2*vocab*hidden {
-			return nil, fmt.Errorf("%w: %s holds %d bytes", model.ErrShape, name, len(raw))
-		}
-		// Copied: Raw is a view into the mapping, which dies with the checkpoint.
-		bits := make([]uint16, vocab*hidden)
-		for i := range bits {
-			bits[i] = binary.LittleEndian.Uint16(raw[2*i:])
-		}
-		return nn.NewEmbeddingBF16(bits, vocab, hidden)
-	}
-	vals, err := l.ck.F32(name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return nn.NewEmbeddingF32(vals, vocab, hidden)
-}
-
-// denseMLP loads layer i's dense SwiGLU (mlp.gate_proj|up_proj|down_proj) into a one-
-// expert set, so dense layers share the experts' kernels (and their row independence).
-func (l *loader) denseMLP(cfg *model.Config, i int) (*model.ExpertSet, error) {
-	I, H := cfg.DenseIntermediate, cfg.Hidden
-	pre := fmt.Sprintf("model.layers.%d.mlp.", i)
-	shapes := [3][2]int{{I, H}, {I, H}, {H, I}}
-	var parts [3][]byte
-	dt := ascend.DType(0)
-	for j, n := range [3]string{"gate_proj", "up_proj", "down_proj"} {
-		name := pre + n + ".weight"
-		info, err := l.info(name, shapes[j][0], shapes[j][1])
-		if err != nil {
-			return nil, err
-		}
-		d := cardDType(info.DType)
-		if j == 0 {
-			dt = d
-		}
-		if d == 0 || d != dt {
-			// Decoded (or mixed dtypes): keep all three in f32.
-			dt = ascend.F32
-		}
-	}
-	for j, n := range [3]string{"gate_proj", "up_proj", "down_proj"} {
-		name := pre + n + ".weight"
-		info, _ := l.ck.Info(name)
-		if cardDType(info.DType) == dt {
-			raw, err := l.ck.Raw(name)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			parts[j] = raw
-			continue
-		}
-		vals, err := l.ck.F32(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		parts[j] = make([]byte, 4*len(vals))
-		for k, v := range vals {
-			binary.LittleEndian.PutUint32(parts[j][4*k:], math.Float32bits(v))
-		}
-	}
-	set := model.NewExpertSet(l.card, H, I, 0)
-	if err := set.Add(model.ExpertKey{Layer: i}, model.ExpertWeights{DType: dt, Gate: parts[0], Up: parts[1], Down: parts[2]}); err != nil {
-		return nil, fmt.Errorf("layer %d dense mlp: %w", i, err)
-	}
-	return set, nil
-}
-
 // Load builds the dense side of a gqa-family model from ck onto card: attention and
 // lm_head weights in their checkpoint dtype (FP8 and other dtypes widened to bf16), norms
 // f32 on the host, MoE gates and shared experts via model.LoadMoELayer, dense MLP layers
@@ -382,26 +166,25 @@ func Load(ck *safetensors.Checkpoint, cfg *model.Config, card ascend.Card) (_ *M
 		return nil, fmt.Errorf("%w: %w", model.ErrConfig, err)
 	}
 	m := &Model{cfg: cfg, card: card, p: p, rope: rope}
-	l := &loader{ck: ck, card: card}
+	l := model.NewLoader(ck, card)
 	defer func() {
 		if err != nil {
-			m.bufs = l.bufs
-			err = errors.Join(err, m.Close())
+			err = errors.Join(err, m.Close(), l.Free())
 		}
 	}()
 	H, hd := cfg.Hidden, cfg.HeadDim
 	qw, kvw := cfg.Heads*hd, cfg.KVHeads*hd
-	if m.embed, err = l.embedding(cfg.Vocab, H); err != nil {
+	if m.embed, err = l.Embedding(cfg.Vocab, H); err != nil {
 		return nil, err
 	}
-	if m.finalNorm, err = l.vec("model.norm.weight", H); err != nil {
+	if m.finalNorm, err = l.Vec("model.norm.weight", H); err != nil {
 		return nil, err
 	}
 	head := "lm_head."
 	if cfg.TieEmbeddings {
 		head = "model.embed_tokens."
 	}
-	if m.lmHead, err = l.linear(head, cfg.Vocab, H, false); err != nil {
+	if m.lmHead, err = l.Linear(head, cfg.Vocab, H, false); err != nil {
 		return nil, err
 	}
 	m.layers = make([]layer, 0, cfg.Layers)
@@ -411,34 +194,34 @@ func Load(ck *safetensors.Checkpoint, cfg *model.Config, card ascend.Card) (_ *M
 		// Appended first so Close finds whatever part of the layer loaded.
 		m.layers = append(m.layers, ly)
 		lp := &m.layers[i]
-		if lp.inNorm, err = l.vec(pre+"input_layernorm.weight", H); err != nil {
+		if lp.inNorm, err = l.Vec(pre+"input_layernorm.weight", H); err != nil {
 			return nil, err
 		}
-		if lp.postNorm, err = l.vec(pre+"post_attention_layernorm.weight", H); err != nil {
+		if lp.postNorm, err = l.Vec(pre+"post_attention_layernorm.weight", H); err != nil {
 			return nil, err
 		}
 		a := &lp.attn
 		sa := pre + "self_attn."
-		if a.q, err = l.linear(sa+"q_proj.", qw, H, p.qkvBias); err != nil {
+		if a.q, err = l.Linear(sa+"q_proj.", qw, H, p.qkvBias); err != nil {
 			return nil, err
 		}
-		if a.k, err = l.linear(sa+"k_proj.", kvw, H, p.qkvBias); err != nil {
+		if a.k, err = l.Linear(sa+"k_proj.", kvw, H, p.qkvBias); err != nil {
 			return nil, err
 		}
-		if a.v, err = l.linear(sa+"v_proj.", kvw, H, p.qkvBias); err != nil {
+		if a.v, err = l.Linear(sa+"v_proj.", kvw, H, p.qkvBias); err != nil {
 			return nil, err
 		}
-		if a.o, err = l.linear(sa+"o_proj.", H, qw, p.oBias); err != nil {
+		if a.o, err = l.Linear(sa+"o_proj.", H, qw, p.oBias); err != nil {
 			return nil, err
 		}
 		switch p.qk {
 		case qkPerHead:
-			if a.qNorm, err = l.vec(sa+"q_norm.weight", hd); err == nil {
-				a.kNorm, err = l.vec(sa+"k_norm.weight", hd)
+			if a.qNorm, err = l.Vec(sa+"q_norm.weight", hd); err == nil {
+				a.kNorm, err = l.Vec(sa+"k_norm.weight", hd)
 			}
 		case qkWhole:
-			if a.qNorm, err = l.vec(sa+"q_norm.weight", qw); err == nil {
-				a.kNorm, err = l.vec(sa+"k_norm.weight", kvw)
+			if a.qNorm, err = l.Vec(sa+"q_norm.weight", qw); err == nil {
+				a.kNorm, err = l.Vec(sa+"k_norm.weight", kvw)
 			}
 		}
 		if err != nil {
@@ -448,10 +231,10 @@ func Load(ck *safetensors.Checkpoint, cfg *model.Config, card ascend.Card) (_ *M
 			if lp.moe, err = model.LoadMoELayer(ck, cfg, i, card); err != nil {
 				return nil, err
 			}
-		} else if lp.dense, err = l.denseMLP(cfg, i); err != nil {
+		} else if lp.dense, err = l.DenseMLP(cfg, i); err != nil {
 			return nil, err
 		}
 	}
-	m.bufs = l.bufs
+	m.bufs = l.Buffers()
 	return m, nil
 }

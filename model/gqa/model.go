@@ -129,36 +129,9 @@ func grow(s []float32, n int) []float32 {
 // validate checks a Forward's arguments without changing any state; rows is the total
 // number of new tokens.
 func (m *Model) validate(seqs []*Sequence, tokens [][]int32, logits [][]float32) (rows int, err error) {
-	if len(tokens) != len(seqs) || len(logits) != len(seqs) {
-		return 0, fmt.Errorf("%w: %d sequences, %d token lists, %d logit rows", nn.ErrShape, len(seqs), len(tokens), len(logits))
-	}
-	seen := make(map[*Sequence]bool, len(seqs))
-	for i, s := range seqs {
-		switch {
-		case s == nil:
-			return 0, fmt.Errorf("%w: sequence %d is nil", nn.ErrInvalid, i)
-		case s.m != m:
-			return 0, fmt.Errorf("%w: sequence %d belongs to another model", nn.ErrInvalid, i)
-		case seen[s]:
-			return 0, fmt.Errorf("%w: sequence %d appears twice in one step", nn.ErrInvalid, i)
-		case s.broken != nil:
-			return 0, fmt.Errorf("sequence %d: %w", i, s.broken)
-		case len(tokens[i]) == 0:
-			return 0, fmt.Errorf("%w: sequence %d has no new tokens", nn.ErrInvalid, i)
-		case len(tokens[i]) > s.capacity-s.n:
-			return 0, fmt.Errorf("%w: sequence %d holds %d of %d tokens, cannot add %d", nn.ErrCacheFull, i, s.n, s.capacity, len(tokens[i]))
-		case len(logits[i]) != m.cfg.Vocab:
-			return 0, fmt.Errorf("%w: logits %d has %d values, want vocab %d", nn.ErrShape, i, len(logits[i]), m.cfg.Vocab)
-		}
-		seen[s] = true
-		for j, id := range tokens[i] {
-			if id < 0 || int(id) >= m.cfg.Vocab {
-				return 0, fmt.Errorf("%w: sequence %d token %d is id %d, vocabulary is %d", nn.ErrInvalid, i, j, id, m.cfg.Vocab)
-			}
-		}
-		rows += len(tokens[i])
-	}
-	return rows, nil
+	return model.CheckStep(seqs, tokens, logits, m.cfg.Vocab, func(s *Sequence) model.SeqState {
+		return model.SeqState{Mine: s.m == m, Len: s.n, Cap: s.capacity, Broken: s.broken}
+	})
 }
 
 // Forward runs one step for a batch of sequences: sequence i appends tokens[i] (a prefill
@@ -189,7 +162,7 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 	}
 	if err := m.step(ctx, seqs, tokens, experts, logits, rows); err != nil {
 		for _, s := range seqs {
-			s.broken = fmt.Errorf("%w: sequence state lost in a failed step: %w", nn.ErrInvalid, err)
+			s.broken = model.StepFailed(err)
 		}
 		return err
 	}
