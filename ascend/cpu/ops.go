@@ -84,9 +84,6 @@ func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) e
 	if !ok || !ok2 || xn != n {
 		return fmt.Errorf("%w: %s: out %v and x %v are not [R, N] and [P, N]", ascend.ErrShape, op, ob.shape, xb.shape)
 	}
-	if ob == xb {
-		return fmt.Errorf("%w: %s: out and x are the same buffer", ascend.ErrInvalid, op)
-	}
 	if len(dst) != len(src) || len(w) != len(src) {
 		return fmt.Errorf("%w: %s: %d src, %d dst and %d weights", ascend.ErrShape, op, len(src), len(dst), len(w))
 	}
@@ -113,7 +110,7 @@ func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) e
 	return nil
 }
 
-// f32Pair looks up an op's f32 output and input buffers.
+// f32Pair looks up an op's f32 output and input buffers, which may not be the same buffer.
 func (c *card) f32Pair(op string, out, x ascend.Buffer) (ob, xb *buffer, err error) {
 	if ob, err = c.lookup(op, "out", out); err != nil {
 		return nil, nil, err
@@ -123,6 +120,9 @@ func (c *card) f32Pair(op string, out, x ascend.Buffer) (ob, xb *buffer, err err
 	}
 	if ob.dt != ascend.F32 || xb.dt != ascend.F32 {
 		return nil, nil, fmt.Errorf("%w: %s: out is %v and x is %v, want f32", ascend.ErrDType, op, ob.dt, xb.dt)
+	}
+	if ob == xb {
+		return nil, nil, fmt.Errorf("%w: %s: out and x are the same buffer", ascend.ErrInvalid, op)
 	}
 	return ob, xb, nil
 }
