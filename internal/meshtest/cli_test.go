@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -232,47 +233,62 @@ func TestCLITokenize(t *testing.T) {
 	}
 }
 
-// TestCLIGenerate: `moemesh generate` over a mesh in exact mode prints the same tokens as
-// --local and writes byte-identical logits.
+// TestCLIGenerate: `moemesh generate` with the routed experts on three `moemesh expertd`
+// processes (exact mode) prints the same 32 greedy tokens as --local and writes byte-identical
+// logits, for a model of each attention family.
 func TestCLIGenerate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds and runs the binary")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dir := Checkpoint(t, "deepseek_v3", "bf16")
-	st, err := stack.Start(ctx, stack.Config{ModelDir: dir, Model: "cligen", Daemons: 3, Replicated: 2})
+	srv, err := mesh.StartServer(mesh.ServerConfig{Host: "127.0.0.1", Port: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	tmp := t.TempDir()
-	args := []string{"generate", "--model", dir, "--ids", "5,17,3,99", "--greedy", "--max-tokens", "12", "--log-level", "warn"}
-	local, err := run(t, append(args, "--local", "--logits-out", filepath.Join(tmp, "local.bin"))...)
-	if err != nil {
-		t.Fatalf("generate --local: %v\n%s", err, local)
+	defer srv.Shutdown()
+	var dir string
+	for _, arch := range []string{"qwen3_moe", "mixtral", "deepseek_v3"} {
+		dir = Checkpoint(t, arch, "bf16")
+		cfg, err := model.LoadConfig(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "cligen-" + arch
+		for i, set := range stack.Spread(cfg.Experts, 3, 2) {
+			var parts []string
+			for _, e := range set {
+				parts = append(parts, fmt.Sprint(e))
+			}
+			startDaemon(t, srv.ClientURL(), dir, name, fmt.Sprintf("g%s%d", strings.ReplaceAll(arch, "_", ""), i), strings.Join(parts, ","))
+		}
+		tmp := t.TempDir()
+		args := []string{"generate", "--model", dir, "--ids", "5,17,3,99", "--greedy", "--max-tokens", "32", "--log-level", "warn"}
+		local, err := run(t, append(args, "--local", "--logits-out", filepath.Join(tmp, "local.bin"))...)
+		if err != nil {
+			t.Fatalf("%s: generate --local: %v\n%s", arch, err, local)
+		}
+		meshOut, err := run(t, append(args, "--nats", srv.ClientURL(), "--name", name, "--exact", "--logits-out", filepath.Join(tmp, "mesh.bin"))...)
+		if err != nil {
+			t.Fatalf("%s: generate --nats: %v\n%s", arch, err, meshOut)
+		}
+		var ids []int32
+		if err := json.Unmarshal([]byte(strings.TrimSpace(local)), &ids); err != nil || len(ids) == 0 {
+			t.Fatalf("%s: local printed %q (%v)", arch, local, err)
+		}
+		if meshOut != local {
+			t.Fatalf("%s: mesh printed %q, local %q", arch, meshOut, local)
+		}
+		a, _ := os.ReadFile(filepath.Join(tmp, "local.bin"))
+		b, _ := os.ReadFile(filepath.Join(tmp, "mesh.bin"))
+		hdr, raw, ok := bytes.Cut(a, []byte("\n"))
+		if !ok || len(raw) != len(ids)*cfg.Vocab*4 || !bytes.Contains(hdr, []byte(fmt.Sprintf(`"steps":%d`, len(ids)))) {
+			t.Fatalf("%s: logits file: header %q, %d bytes of data", arch, hdr, len(raw))
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%s: mesh logits differ from local in exact mode", arch)
+		}
+		t.Logf("%s: %d tokens equal over 3 expertd processes, logits byte-identical", arch, len(ids))
 	}
-	meshOut, err := run(t, append(args, "--nats", st.URL, "--name", "cligen", "--exact", "--logits-out", filepath.Join(tmp, "mesh.bin"))...)
-	if err != nil {
-		t.Fatalf("generate --nats: %v\n%s", err, meshOut)
-	}
-	var ids []int32
-	if err := json.Unmarshal([]byte(strings.TrimSpace(local)), &ids); err != nil || len(ids) != 12 {
-		t.Fatalf("local printed %q (%v)", local, err)
-	}
-	if meshOut != local {
-		t.Fatalf("mesh printed %q, local %q", meshOut, local)
-	}
-	a, _ := os.ReadFile(filepath.Join(tmp, "local.bin"))
-	b, _ := os.ReadFile(filepath.Join(tmp, "mesh.bin"))
-	hdr, raw, ok := bytes.Cut(a, []byte("\n"))
-	if !ok || len(raw) != 12*st.Model.Vocab*4 || !bytes.Contains(hdr, []byte(`"steps":12`)) {
-		t.Fatalf("logits file: header %q, %d bytes of data", hdr, len(raw))
-	}
-	if !bytes.Equal(a, b) {
-		t.Fatal("mesh logits differ from local in exact mode")
-	}
-	if out, err := run(t, "generate", "--model", dir, "--ids", "5", "--local", "--nats", st.URL); err == nil || !strings.Contains(out, "choose one") {
+	if out, err := run(t, "generate", "--model", dir, "--ids", "5", "--local", "--nats", srv.ClientURL()); err == nil || !strings.Contains(out, "choose one") {
 		t.Fatalf("--local with --nats: %v %s", err, out)
 	}
 	if out, err := run(t, "generate", "--model", dir, "--ids", "999999", "--local"); err == nil || !strings.Contains(out, "not a token id") {
