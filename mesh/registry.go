@@ -80,10 +80,11 @@ func WithLogger(l *slog.Logger) RegistryOption {
 
 // OpenRegistry creates or updates the bucket of model and returns its registry. ttl is the
 // lifetime of the leases PutCard writes (about 3 heartbeats); JetStream counts message TTLs
-// in whole seconds, so it is rounded up to them (at least 1 s).
+// in whole seconds, so it is rounded up to them (at least 1 s). A ttl of 0 opens the registry
+// for reading only (routers watch leases and write none); PutCard then refuses.
 func OpenRegistry(ctx context.Context, nc *nats.Conn, model string, ttl time.Duration, opts ...RegistryOption) (*Registry, error) {
-	if ttl <= 0 {
-		return nil, fmt.Errorf("mesh: registry of %s: lease TTL %v must be positive", model, ttl)
+	if ttl < 0 {
+		return nil, fmt.Errorf("mesh: registry of %s: lease TTL %v is negative", model, ttl)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -134,6 +135,9 @@ func (r *Registry) createBucket(ctx context.Context) (jetstream.KeyValue, error)
 func (r *Registry) PutCard(ctx context.Context, st *proto.CardStatus) error {
 	if st == nil {
 		return errors.New("mesh: PutCard: nil status")
+	}
+	if r.ttl == 0 {
+		return errors.New("mesh: PutCard: registry opened for reading (no lease TTL)")
 	}
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("mesh: card lease: %w", err)

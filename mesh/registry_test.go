@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -379,4 +380,23 @@ func (s *syncBuffer) Bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
+}
+
+// TestRegistryReadOnly: a registry opened with no lease TTL (a router's) sees the leases
+// others write and refuses to write one itself.
+func TestRegistryReadOnly(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	writer := openRegistry(t, connect(t, s.ClientURL()), "ro", 30*time.Second)
+	reader := openRegistry(t, connect(t, s.ClientURL()), "ro", 0)
+	v, _ := watch(t, reader)
+	if err := writer.PutCard(timeout(t, 5*time.Second), card("c0", 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, v.has("c0"))
+	if err := reader.PutCard(timeout(t, 5*time.Second), card("c1", 0)); err == nil || !strings.Contains(err.Error(), "reading") {
+		t.Fatalf("read-only PutCard: %v", err)
+	}
+	if _, err := OpenRegistry(timeout(t, 5*time.Second), connect(t, s.ClientURL()), "ro", -time.Second); err == nil {
+		t.Fatal("negative TTL accepted")
+	}
 }

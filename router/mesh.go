@@ -38,9 +38,7 @@ type MeshConfig struct {
 	AttemptTimeout time.Duration
 	// Rounds is how many times a step re-plans failed batches onto other replicas (default 4).
 	Rounds int
-	// LeaseTTL must match the daemons' (3 heartbeats; default 3s).
-	LeaseTTL time.Duration
-	Logger   *slog.Logger
+	Logger *slog.Logger
 }
 
 func (c *MeshConfig) defaults() error {
@@ -64,9 +62,6 @@ func (c *MeshConfig) defaults() error {
 	}
 	if c.Rounds <= 0 {
 		c.Rounds = 4
-	}
-	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 3 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -95,7 +90,7 @@ func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) 
 	}
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, cfg.LeaseTTL)
+	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, 0) // the router reads leases, writes none
 	if err != nil {
 		return nil, fmt.Errorf("router: registry: %w", err)
 	}

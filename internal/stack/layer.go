@@ -74,7 +74,7 @@ func (s *Stack) NewLayer(ctx context.Context, index int, mode proto.Mode, wire p
 		return nil, err
 	}
 	mc := router.MeshConfig{Model: s.Config.Model, Experts: cfg.Experts,
-		Mode: mode, Wire: wire, LeaseTTL: 3 * heartbeat(s.Config.Heartbeat), Logger: s.Config.Logger}
+		Mode: mode, Wire: wire, Logger: s.Config.Logger}
 	for _, o := range opts {
 		o(&mc)
 	}
@@ -91,13 +91,6 @@ func (s *Stack) NewLayer(ctx context.Context, index int, mode proto.Mode, wire p
 		return nil, err
 	}
 	return l, nil
-}
-
-func heartbeat(d time.Duration) time.Duration {
-	if d <= 0 {
-		return time.Second
-	}
-	return d
 }
 
 // Close releases the layer's cards and stops following the registry.
