@@ -41,6 +41,8 @@ fuzz: ## every decoder, $(FUZZTIME) each
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExpertBatch$$' -fuzztime $(FUZZTIME) ./proto/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExpertResult$$' -fuzztime $(FUZZTIME) ./proto/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCardStatus$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGenerateRequest$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTokenEvent$$' -fuzztime $(FUZZTIME) ./proto/
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenFile$$' -fuzztime $(FUZZTIME) ./model/safetensors/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./model/safetensors/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./model/

@@ -16,7 +16,8 @@ const (
 	CodeBadRequest  Code = 400 // the message is malformed or inconsistent
 	CodeNotFound    Code = 404 // the card does not hold (a ready replica of) an expert asked for
 	CodeVersion     Code = 409 // protocol version not spoken by the receiver
-	CodeTooLarge    Code = 413 // the batch exceeds what the card accepts
+	CodeTooLarge    Code = 413 // the batch (or a prompt) exceeds what the receiver accepts
+	CodeTooMany     Code = 429 // the tenant's queue or quota is full; later may succeed
 	CodeInternal    Code = 500 // a bug or device fault on the receiver
 	CodeUnavailable Code = 503 // draining, overloaded or shutting down
 	CodeDeadline    Code = 504 // the request's deadline passed before it ran
@@ -28,6 +29,7 @@ var codeNames = map[Code]string{
 	CodeNotFound:    "expert not on card",
 	CodeVersion:     "protocol version",
 	CodeTooLarge:    "too large",
+	CodeTooMany:     "too many requests",
 	CodeInternal:    "internal",
 	CodeUnavailable: "unavailable",
 	CodeDeadline:    "deadline exceeded",
@@ -75,6 +77,7 @@ var (
 	ErrNotFound    = &Error{Code: CodeNotFound}
 	ErrUnavailable = &Error{Code: CodeUnavailable}
 	ErrDeadline    = &Error{Code: CodeDeadline}
+	ErrTooMany     = &Error{Code: CodeTooMany}
 
 	// ErrDecode: a body could not be decoded (malformed, truncated, inconsistent).
 	ErrDecode = errors.New("proto: decode")
