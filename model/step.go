@@ -59,3 +59,7 @@ func CheckStep[S comparable](seqs []S, tokens [][]int32, logits [][]float32, voc
 func StepFailed(err error) error {
 	return fmt.Errorf("%w: sequence state lost in a failed step: %w", nn.ErrInvalid, err)
 }
+
+// ErrSequenceClosed is the Broken error of a closed sequence: its cache went back to the
+// pool, so neither Forward nor Reset revive it.
+var ErrSequenceClosed = fmt.Errorf("%w: sequence closed", nn.ErrInvalid)

@@ -97,13 +97,19 @@ type Sequence struct {
 	broken error
 }
 
-// NewSequence makes an empty sequence that can hold capacity tokens.
-func (m *Model) NewSequence(capacity int) (*Sequence, error) {
+// NewSequence makes an empty sequence that can hold capacity tokens, its KV cache in a
+// private pool without a budget.
+func (m *Model) NewSequence(capacity int) (*Sequence, error) { return m.NewSequenceIn(nil, capacity) }
+
+// NewSequenceIn makes an empty sequence whose KV cache draws on pool: it reserves the
+// worst case for capacity tokens and fails with an error wrapping nn.ErrCacheFull when the
+// pool's budget cannot cover it. Close gives the memory back.
+func (m *Model) NewSequenceIn(pool *nn.KVPool, capacity int) (*Sequence, error) {
 	if capacity <= 0 {
 		return nil, fmt.Errorf("%w: sequence capacity %d", nn.ErrInvalid, capacity)
 	}
 	p := &m.p
-	kv, err := nn.NewKVCache(m.cfg.Layers, capacity, p.heads*p.qkDim, p.heads*p.vDim)
+	kv, err := nn.NewKVCacheIn(pool, m.cfg.Layers, capacity, p.heads*p.qkDim, p.heads*p.vDim)
 	if err != nil {
 		return nil, err
 	}
@@ -116,12 +122,24 @@ func (s *Sequence) Len() int { return s.n }
 // Cap is the sequence's token capacity.
 func (s *Sequence) Cap() int { return s.capacity }
 
-// Reset empties the sequence (also after a failed step), keeping its memory.
+// Reset empties the sequence (also after a failed step), returning its cache blocks to
+// the pool but keeping its reservation. A closed sequence stays closed.
 func (s *Sequence) Reset() {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	s.kv.Reset()
-	s.n, s.broken = 0, nil
+	if !errors.Is(s.broken, model.ErrSequenceClosed) {
+		s.n, s.broken = 0, nil
+	}
+}
+
+// Close frees the sequence's cache and reservation; the sequence cannot be stepped again.
+// It is safe to call twice.
+func (s *Sequence) Close() {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	s.kv.Close()
+	s.n, s.broken = 0, model.ErrSequenceClosed
 }
 
 // grow returns s resized to n values, reusing its memory.
@@ -331,3 +349,6 @@ func (m *Model) denseForward(li int, ly *layer, rows int) error {
 	}
 	return nil
 }
+
+// KVWidths is the values a cached token holds per layer: expanded per-head keys and values.
+func (m *Model) KVWidths() (k, v int) { return m.p.heads * m.p.qkDim, m.p.heads * m.p.vDim }
