@@ -1,0 +1,213 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/moemesh/moemesh/model/decoder"
+	"github.com/moemesh/moemesh/proto"
+)
+
+// maxReplays bounds how often one job's cache is rebuilt after failed steps.
+const maxReplays = 3
+
+// plan picks the jobs of the next step and their tokens. Slot by slot it takes a job of
+// the tenant with the smallest virtual time, counting what this step already gave it, so
+// one step is shared by weight (interactive before batch); inside a tenant, the job served
+// least goes first. Each job takes what it has not fed yet — a prompt chunk, or its last
+// sampled token — until MaxBatch jobs or StepTokens tokens.
+func (e *Engine) plan(resident []*job) (jobs []*job, tokens [][]int32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	order(resident)
+	vt := map[*tenant]float64{}
+	for _, j := range resident {
+		vt[j.tenant] = j.tenant.vtime
+	}
+	taken := make([]bool, len(resident))
+	budget := e.cfg.StepTokens
+	for len(jobs) < e.cfg.MaxBatch && budget > 0 {
+		pick := -1
+		for i, j := range resident {
+			if taken[i] {
+				continue
+			}
+			if pick < 0 {
+				pick = i
+				continue
+			}
+			p := resident[pick]
+			if j.req.Priority < p.req.Priority || (j.req.Priority == p.req.Priority && vt[j.tenant] < vt[p.tenant]) {
+				pick = i
+			}
+		}
+		if pick < 0 {
+			break
+		}
+		j := resident[pick]
+		taken[pick] = true
+		n := min(len(j.toks)-j.fed, budget)
+		jobs = append(jobs, j)
+		tokens = append(tokens, j.toks[j.fed:j.fed+n])
+		budget -= n
+		vt[j.tenant] += float64(n) / j.tenant.weight
+	}
+	return jobs, tokens
+}
+
+// step runs one Forward over the planned jobs, then samples, detokenizes, checks stops
+// and sends events. It returns the jobs still resident.
+func (e *Engine) step(ctx context.Context, resident []*job) []*job {
+	jobs, tokens := e.plan(resident)
+	seqs := make([]decoder.Sequence, len(jobs))
+	logits := make([][]float32, len(jobs))
+	rows := 0
+	for i, j := range jobs {
+		seqs[i] = j.seq
+		logits[i] = make([]float32, e.vocab)
+		rows += len(tokens[i])
+	}
+	err := e.cfg.Decoder.Forward(ctx, seqs, tokens, e.cfg.Experts, logits)
+	e.mu.Lock()
+	e.stats.Steps++
+	e.stats.LastStepRows, e.stats.LastStepSequences = rows, len(jobs)
+	for i, j := range jobs {
+		e.fair.charge(j.tenant, len(tokens[i]))
+	}
+	e.mu.Unlock()
+	if err != nil {
+		return e.failed(ctx, resident, jobs, err)
+	}
+	for i, j := range jobs {
+		j.fed += len(tokens[i])
+		j.served += int64(len(tokens[i]))
+		if j.fed < len(j.toks) {
+			continue // more prompt to feed
+		}
+		if done := e.sample(j, logits[i]); done {
+			resident = remove(resident, j)
+		}
+	}
+	for _, j := range jobs {
+		if j.seq != nil && (len(j.pending.Tokens) > 0 || j.pending.Text != "") {
+			e.send(j)
+		}
+	}
+	return resident
+}
+
+// sample draws the job's next token from logits and decides whether it is done; it
+// finishes the job (sending its last event) when it is.
+func (e *Engine) sample(j *job, logits []float32) (done bool) {
+	tok := j.sampler.Sample(logits)
+	j.toks = append(j.toks, tok)
+	j.gen++
+	j.pending.Tokens = append(j.pending.Tokens, tok)
+	e.mu.Lock()
+	e.stats.GenTokens++
+	if j.gen == 1 {
+		e.stats.PromptTokens += int64(len(j.req.Prompt))
+	}
+	e.mu.Unlock()
+	if !j.first {
+		j.first = true
+		j.pending.TTFTNanos = time.Since(j.received).Nanoseconds()
+	}
+	if slices.Contains(e.cfg.EOS, tok) || slices.Contains(j.req.StopIDs, tok) {
+		e.finish(j, proto.FinishStop, nil)
+		return true
+	}
+	if j.text != nil {
+		piece, err := j.text.Add(tok)
+		if err != nil {
+			e.finish(j, proto.FinishError, proto.Errorf(proto.CodeInternal, "request %s: detokenize: %v", j.req.ID, err))
+			return true
+		}
+		out, hit := j.stop.push(piece)
+		j.pending.Text += out
+		if hit {
+			j.text = nil // the text ends before the stop string: nothing more to flush
+			e.finish(j, proto.FinishStop, nil)
+			return true
+		}
+	}
+	if j.gen >= j.req.MaxTokens || len(j.toks) >= j.capacity {
+		e.finish(j, proto.FinishLength, nil)
+		return true
+	}
+	return false
+}
+
+// failed handles a step that returned err. Every sequence of the step lost its cache
+// state; while the error is one another attempt may fix (a lost card, a busy mesh) and
+// the job has replays left, its cache is reset and rebuilt from its tokens by later steps
+// (row independence makes the rebuilt logits, and so the tokens, the same). Otherwise the
+// job fails with the error's code.
+func (e *Engine) failed(ctx context.Context, resident, jobs []*job, err error) []*job {
+	code := proto.CodeOf(err)
+	switch {
+	case ctx.Err() != nil:
+		code = proto.CodeUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = proto.CodeDeadline
+	case errors.Is(err, ErrNoReplica):
+		code = proto.CodeUnavailable
+	}
+	e.cfg.Logger.Warn("generation step failed", "sequences", len(jobs), "err", err)
+	for _, j := range jobs {
+		if ctx.Err() == nil && code.Retryable() && j.retries < maxReplays {
+			j.retries++
+			j.seq.Reset()
+			j.fed = 0
+			continue
+		}
+		resident = remove(resident, j)
+		e.finish(j, proto.FinishError, proto.Errorf(code, "request %s: step failed after %d tokens: %v", j.req.ID, j.gen, err))
+	}
+	return resident
+}
+
+// send emits the job's pending event.
+func (e *Engine) send(j *job) {
+	ev := j.pending
+	j.pending = proto.TokenEvent{}
+	ev.V, ev.ID, ev.Seq = proto.Version, j.req.ID, j.events
+	j.events++
+	j.emit(&ev)
+}
+
+// finish ends a job with reason (err for FinishError), frees its sequence and sends its
+// last event, carrying any text still held back and the usage.
+func (e *Engine) finish(j *job, reason string, err error) {
+	if j.text != nil {
+		out, _ := j.stop.push(j.text.Flush())
+		j.pending.Text += out + j.stop.flush()
+	}
+	j.pending.Finish = reason
+	j.pending.Usage = proto.Usage{Prompt: int32(len(j.req.Prompt)), Completion: j.gen}
+	if err != nil {
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			pe = proto.Errorf(proto.CodeInternal, "%v", err)
+		}
+		j.pending.ErrCode, j.pending.ErrMsg = pe.Code, pe.Msg
+	}
+	if j.seq != nil {
+		j.seq.Close()
+	}
+	e.mu.Lock()
+	if j.seq != nil {
+		j.tenant.resident--
+	}
+	j.seq = nil
+	delete(e.byID, j.req.ID)
+	e.stats.Finished[reason]++
+	if len(e.byID) == 0 {
+		close(e.idle)
+		e.idle = make(chan struct{})
+	}
+	e.mu.Unlock()
+	e.send(j)
+}
