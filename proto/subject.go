@@ -86,8 +86,11 @@ func CardIDFromKey(key string) (string, bool) {
 	return id, ok && id != ""
 }
 
-// ServiceExpertd is the nats micro service name of expert daemons.
-const ServiceExpertd = "moemesh-expertd"
+// Nats micro service names.
+const (
+	ServiceExpertd = "moemesh-expertd"
+	ServiceRouter  = "moemesh-router"
+)
 
 // Header names. Trace context uses the lowercase W3C names (traceparent, tracestate).
 const (
