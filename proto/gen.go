@@ -23,9 +23,9 @@ const (
 // Sampling is a request's decoding rule (nn.SamplerConfig on the wire).
 type Sampling struct {
 	_msgpack    struct{} `msgpack:",as_array"`
-	Temperature float32 // <= 0: greedy
-	TopK        int32   // 0: off
-	TopP        float32 // 0 or >= 1: off
+	Temperature float32  // <= 0: greedy
+	TopK        int32    // 0: off
+	TopP        float32  // 0 or >= 1: off
 	Seed        uint64
 	HasSeed     bool // false: the router picks a seed
 }
