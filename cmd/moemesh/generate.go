@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/ascend"
@@ -24,8 +24,6 @@ import (
 	"github.com/moemesh/moemesh/model/nn"
 	"github.com/moemesh/moemesh/model/safetensors"
 	"github.com/moemesh/moemesh/model/tokenizer"
-	"github.com/moemesh/moemesh/proto"
-	"github.com/moemesh/moemesh/router"
 )
 
 type genFlags struct {
@@ -141,7 +139,14 @@ func runGenerate(cmd *cobra.Command, g *globals, f genFlags) error {
 		return err
 	}
 	defer lm.Close()
-	experts, closeExperts, err := genExperts(ctx, f, ck, cfg, be, name)
+	var nc *nats.Conn
+	if !f.local {
+		if nc, err = mesh.Connect(ctx, f.natsURL, "moemesh-generate"); err != nil {
+			return err
+		}
+		defer nc.Close()
+	}
+	experts, closeExperts, err := stack.Experts(ctx, ck, cfg, be, nc, name, f.local, f.exact, 0)
 	if err != nil {
 		return err
 	}
@@ -196,49 +201,6 @@ func runGenerate(cmd *cobra.Command, g *globals, f genFlags) error {
 		return writeLogits(f.logitsOut, logits, len(generated), cfg.Vocab)
 	}
 	return nil
-}
-
-// genExperts gives the routed experts: in process, or the mesh's.
-func genExperts(ctx context.Context, f genFlags, ck *safetensors.Checkpoint, cfg *model.Config, be ascend.Backend, name string) (model.Experts, func(), error) {
-	if f.local {
-		card, err := be.OpenCard(1, 0)
-		if err != nil {
-			return nil, nil, err
-		}
-		l, err := model.LoadLocal(ck, cfg, card, cfg.MoELayers())
-		if err != nil {
-			card.Close()
-			return nil, nil, err
-		}
-		return l, func() { card.Close() }, nil
-	}
-	nc, err := mesh.Connect(ctx, f.natsURL, "moemesh-generate")
-	if err != nil {
-		return nil, nil, err
-	}
-	mc := router.MeshConfig{Model: name, Experts: cfg.Experts}
-	if f.exact {
-		mc.Mode, mc.Wire = proto.ModePairs, proto.F32
-	}
-	m, err := router.NewMesh(ctx, nc, mc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	var keys []model.ExpertKey
-	for _, l := range cfg.MoELayers() {
-		for e := 0; e < cfg.Experts; e++ {
-			keys = append(keys, model.ExpertKey{Layer: l, Expert: e})
-		}
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := m.WaitFor(wctx, keys); err != nil {
-		m.Close()
-		nc.Close()
-		return nil, nil, fmt.Errorf("waiting for the mesh to hold every expert of %s: %w", name, err)
-	}
-	return m, func() { m.Close(); nc.Close() }, nil
 }
 
 // writeLogits writes a JSON header line and the raw f32 logits, atomically.

@@ -235,7 +235,7 @@ func TestCLITokenize(t *testing.T) {
 
 // TestCLIGenerate: `moemesh generate` with the routed experts on three `moemesh expertd`
 // processes (exact mode) prints the same 32 greedy tokens as --local and writes byte-identical
-// logits, for a model of each attention family.
+// logits, for a tiny checkpoint of every family.
 func TestCLIGenerate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds and runs the binary")
@@ -246,7 +246,7 @@ func TestCLIGenerate(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	var dir string
-	for _, arch := range []string{"qwen3_moe", "mixtral", "deepseek_v3"} {
+	for _, arch := range []string{"qwen3_moe", "qwen2_moe", "mixtral", "olmoe", "granitemoe", "deepseek_v2", "deepseek_v3"} {
 		dir = Checkpoint(t, arch, "bf16")
 		cfg, err := model.LoadConfig(dir)
 		if err != nil {
