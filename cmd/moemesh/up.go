@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/internal/stack"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/router"
 )
 
 func newUp(g *globals) *cobra.Command {
@@ -16,6 +19,7 @@ func newUp(g *globals) *cobra.Command {
 		modelSpec string
 		daemons   int
 		replicas  int
+		ef        engineFlags
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -44,8 +48,34 @@ func newUp(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("mesh self-check: %w", err)
 			}
-			fmt.Printf("moemesh is up: NATS %s, model %s (%s, %d experts × %d MoE layers), %d expert daemons\n",
-				st.URL, name, st.Model.Arch, st.Model.Experts, len(st.Model.MoELayers()), daemons)
+			ec, err := ef.config()
+			if err != nil {
+				return err
+			}
+			rnc, err := st.Connect(ctx, "moemesh-router")
+			if err != nil {
+				return err
+			}
+			rt, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: rnc, Engine: ec, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer rt.Close()
+			routerCtx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
+			routerDone := make(chan error, 1)
+			routerReady := make(chan struct{})
+			go func() {
+				routerDone <- router.Serve(routerCtx, router.ServiceConfig{ID: "up-router", Model: name, Conn: rnc, Engine: rt.Engine, Logger: log, Ready: routerReady})
+			}()
+			stopRt := sync.OnceValue(func() error { stopRouter(); return <-routerDone })
+			defer stopRt()
+			select {
+			case <-routerReady:
+			case err := <-routerDone:
+				return fmt.Errorf("router: %w", err)
+			}
+			fmt.Printf("moemesh is up: NATS %s, model %s (%s, %d experts × %d MoE layers), %d expert daemons, router %s\n",
+				st.URL, name, st.Model.Arch, st.Model.Experts, len(st.Model.MoELayers()), daemons, proto.GenSubject(name))
 			fmt.Printf("self-check: one MoE layer of 16 tokens through the mesh vs in process: maxdiff=%.3g mesh=%v local=%v\n",
 				res.MaxDiff, res.Mesh.Round(time.Microsecond), res.Local.Round(time.Microsecond))
 			fmt.Printf("try:  MOEMESH_NATS_URL=%s moemesh expertd --model %s --experts all   # add a daemon\n", st.URL, dir)
@@ -53,6 +83,9 @@ func newUp(g *globals) *cobra.Command {
 			fmt.Println("Ctrl-C stops the mesh.")
 			<-ctx.Done()
 			log.Info("stopping")
+			if err := stopRt(); err != nil { // drain generations before the daemons go
+				log.Warn("router", "err", err)
+			}
 			chk.Close() // stop following the registry before the connections go
 			return st.Close()
 		},
@@ -61,5 +94,6 @@ func newUp(g *globals) *cobra.Command {
 	f.StringVar(&modelSpec, "model", envOr("MOEMESH_MODEL", "builtin:tiny"), "Hugging Face model directory or builtin:tiny")
 	f.IntVar(&daemons, "daemons", 2, "expert daemons (one cpu card each)")
 	f.IntVar(&replicas, "replicas", 0, "experts (the first N) replicated on every daemon")
+	ef.register(f)
 	return c
 }
