@@ -24,6 +24,7 @@ type job struct {
 	x        []float32
 	enq      time.Time
 	deadline time.Time
+	tenants  map[string]int // expert pairs per tenant (header Moe-Tenant)
 }
 
 // card is one served card: its device, the experts on it, a queue and the worker that
@@ -43,6 +44,7 @@ type card struct {
 	mu       sync.Mutex
 	lastRows int64
 	lastAt   time.Time
+	tenants  map[string]int64 // expert pairs computed per tenant
 
 	// Worker scratch.
 	x       []float32
@@ -84,6 +86,13 @@ func (c *card) handle(req micro.Request) {
 			return
 		}
 		j.deadline = time.Unix(0, ns)
+	}
+	if t := req.Headers().Get(proto.HeaderTenant); t != "" {
+		var err error
+		if j.tenants, err = proto.ParseTenantPairs(t); err != nil {
+			mesh.RespondError(req, err)
+			return
+		}
 	}
 	if int(j.b.X.Shape[1]) != c.set.Hidden() {
 		mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "rows of width %d, the model's hidden size is %d", j.b.X.Shape[1], c.set.Hidden()))
@@ -214,6 +223,7 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 		return
 	}
 	c.rows.Add(int64(len(c.rowPtr) - 1))
+	c.account(part)
 	off := 0
 	for _, j := range part {
 		n := j.b.Rows()
@@ -236,6 +246,20 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 			c.log.Warn("reply failed", "err", err)
 		}
 		c.inflight.Add(-1)
+	}
+}
+
+// account adds the computed batches' pairs to their tenants.
+func (c *card) account(part []*job) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, j := range part {
+		for t, n := range j.tenants {
+			if c.tenants == nil {
+				c.tenants = map[string]int64{}
+			}
+			c.tenants[t] += int64(n)
+		}
 	}
 }
 

@@ -264,3 +264,23 @@ func (d *Daemon) openCard(ctx context.Context, ck *safetensors.Checkpoint, cc Ca
 	}
 	return c, nil
 }
+
+// TenantPairs returns the expert (row, expert) pairs computed per tenant since start,
+// summed over the daemon's cards (from the Moe-Tenant header of each batch; nothing before
+// Ready).
+func (d *Daemon) TenantPairs() map[string]int64 {
+	out := map[string]int64{}
+	select {
+	case <-d.ready:
+	default:
+		return out
+	}
+	for _, c := range d.cards {
+		c.mu.Lock()
+		for t, n := range c.tenants {
+			out[t] += n
+		}
+		c.mu.Unlock()
+	}
+	return out
+}

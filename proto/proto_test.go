@@ -258,3 +258,21 @@ func TestDecodeBoundsAllocation(t *testing.T) {
 		}
 	}
 }
+
+func TestTenantPairs(t *testing.T) {
+	in := map[string]int{"acme": 12, "b=c&d": 3, "": 1, "中文": 0}
+	got, err := ParseTenantPairs(FormatTenantPairs(in))
+	if err != nil || len(got) != len(in) {
+		t.Fatalf("%v %v", got, err)
+	}
+	for k, v := range in {
+		if got[k] != v {
+			t.Fatalf("%q: %d, want %d", k, got[k], v)
+		}
+	}
+	for _, bad := range []string{"a=x", "a=-1", "%zz=1"} {
+		if _, err := ParseTenantPairs(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}

@@ -371,6 +371,9 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 	if dl, ok := actx.Deadline(); ok {
 		msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
 	}
+	if t := tenantHeader(ctx, &s.batch, s.rows); t != "" {
+		msg.Header.Set(proto.HeaderTenant, t)
+	}
 	rows := int64(s.batch.Rows())
 	s.card.inflight.Add(rows)
 	reply, err := mesh.Request(actx, m.nc, msg)

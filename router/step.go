@@ -63,13 +63,16 @@ func (e *Engine) step(ctx context.Context, resident []*job) []*job {
 	jobs, tokens := e.plan(resident)
 	seqs := make([]decoder.Sequence, len(jobs))
 	logits := make([][]float32, len(jobs))
-	rows := 0
+	var rowTenants []string
 	for i, j := range jobs {
 		seqs[i] = j.seq
 		logits[i] = make([]float32, e.vocab)
-		rows += len(tokens[i])
+		for range tokens[i] {
+			rowTenants = append(rowTenants, j.req.Tenant)
+		}
 	}
-	err := e.cfg.Decoder.Forward(ctx, seqs, tokens, e.cfg.Experts, logits)
+	rows := len(rowTenants)
+	err := e.cfg.Decoder.Forward(WithTenants(ctx, rowTenants), seqs, tokens, e.cfg.Experts, logits)
 	e.mu.Lock()
 	e.stats.Steps++
 	e.stats.LastStepRows, e.stats.LastStepSequences = rows, len(jobs)

@@ -204,3 +204,16 @@ func (s *Stack) Close() error {
 	}
 	return s.Err()
 }
+
+// TenantPairs sums the expert pairs every daemon of the stack computed per tenant.
+func (s *Stack) TenantPairs() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int64{}
+	for _, d := range s.daemons {
+		for t, n := range d.TenantPairs() {
+			out[t] += n
+		}
+	}
+	return out
+}

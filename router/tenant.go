@@ -1,0 +1,32 @@
+package router
+
+import (
+	"context"
+
+	"github.com/moemesh/moemesh/proto"
+)
+
+type tenantsKey struct{}
+
+// WithTenants tells the Mesh whose tokens a step holds: tenants[i] owns the step's token
+// row i. Each card's batch then carries its pairs per tenant in the Moe-Tenant header, so
+// daemons account expert work to tenants.
+func WithTenants(ctx context.Context, tenants []string) context.Context {
+	return context.WithValue(ctx, tenantsKey{}, tenants)
+}
+
+// tenantHeader is the Moe-Tenant value for batch b whose row i is step token rows[i], or
+// "" when ctx names no tenants.
+func tenantHeader(ctx context.Context, b *proto.ExpertBatch, rows []int32) string {
+	tenants, _ := ctx.Value(tenantsKey{}).([]string)
+	if len(tenants) == 0 {
+		return ""
+	}
+	pairs := map[string]int{}
+	for i, tok := range rows {
+		if int(tok) < len(tenants) {
+			pairs[tenants[tok]] += int(b.RowPtr[i+1] - b.RowPtr[i])
+		}
+	}
+	return proto.FormatTenantPairs(pairs)
+}
