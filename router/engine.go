@@ -227,6 +227,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	s := e.stats
 	s.Queued = e.queued
+	s.Resident = len(e.byID) - e.queued
 	s.KV = e.pool.Stats()
 	s.Finished = make(map[string]int64, len(e.stats.Finished))
 	for k, v := range e.stats.Finished {
@@ -404,7 +405,6 @@ func (e *Engine) admit(resident []*job) []*job {
 		j.admitted = e.nextAdm
 		resident = append(resident, j)
 	}
-	e.stats.Resident = len(resident)
 	e.fair.drop(4 * e.cfg.TenantQueue)
 	return resident
 }

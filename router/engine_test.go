@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/moemesh/moemesh/ascend"
 	_ "github.com/moemesh/moemesh/ascend/cpu"
 	"github.com/moemesh/moemesh/model"
@@ -422,3 +424,67 @@ func TestEngineWeightedShare(t *testing.T) {
 }
 
 func osTempDir() (string, error) { return os.MkdirTemp("", "moemesh-router-") }
+
+// The collector reports what the engine holds: KV in use while a request runs, none after
+// it is cancelled.
+func TestCollector(t *testing.T) {
+	e := startEngine(t, EngineConfig{KVBudget: 1 << 30})
+	c := NewCollector(e, prometheus.Labels{"router": "r1"})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan struct{})
+	if _, err := e.Submit(request("m", "acme", prompt(5, 1), 100000), func(ev *proto.TokenEvent) {
+		once.Do(func() { close(started) })
+		if ev.Finish != "" {
+			close(done)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	gauge := func(name, label, value string) float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == label && lp.GetValue() == value {
+						if m.GetGauge() != nil {
+							return m.GetGauge().GetValue()
+						}
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		t.Fatalf("no %s{%s=%q}", name, label, value)
+		return 0
+	}
+	if v := gauge("moemesh_router_kv_bytes", "state", "in_use"); v <= 0 {
+		t.Fatalf("kv in use while running: %v", v)
+	}
+	if v := gauge("moemesh_router_resident_sequences", "router", "r1"); v != 1 {
+		t.Fatalf("resident while running: %v", v)
+	}
+	e.Cancel("m")
+	<-done
+	if v := gauge("moemesh_router_kv_bytes", "state", "in_use"); v != 0 {
+		t.Fatalf("kv in use after cancel: %v", v)
+	}
+	if v := gauge("moemesh_router_resident_sequences", "router", "r1"); v != 0 {
+		t.Fatalf("resident after cancel: %v", v)
+	}
+	if v := gauge("moemesh_router_finished_total", "reason", "cancelled"); v != 1 {
+		t.Fatalf("cancelled: %v", v)
+	}
+	if v := gauge("moemesh_router_tenant_tokens_total", "tenant", "acme"); v < 5 {
+		t.Fatalf("tenant tokens: %v", v)
+	}
+}
