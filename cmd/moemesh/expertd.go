@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/ascend"
@@ -20,6 +21,7 @@ import (
 func newExpertd(g *globals) *cobra.Command {
 	var (
 		natsURL, modelSpec, name, id, device, cards, cardMem, layers, experts string
+		metricsAddr                                                           string
 		heartbeat                                                             time.Duration
 	)
 	c := &cobra.Command{
@@ -87,6 +89,9 @@ func newExpertd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := serveMetrics(cmd.Context(), metricsAddr, log, expertd.NewCollector(d, prometheus.Labels{"daemon": id})); err != nil {
+				return fmt.Errorf("--metrics: %w", err)
+			}
 			if err := d.Run(cmd.Context()); err != nil {
 				return err
 			}
@@ -103,6 +108,7 @@ func newExpertd(g *globals) *cobra.Command {
 	f.StringVar(&cardMem, "card-memory", "0", "memory budget per card, e.g. 64GiB (0: the device's own)")
 	f.StringVar(&layers, "layers", "all", "MoE layers to serve, e.g. 1-3,5")
 	f.StringVar(&experts, "experts", "all", "experts to serve: one set for every card or ';'-separated sets per card, e.g. \"0-7;8-15\"")
+	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9102")
 	f.DurationVar(&heartbeat, "heartbeat", time.Second, "lease heartbeat; a card is gone after 3 missed beats")
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -46,6 +47,7 @@ func (f *engineFlags) config() (router.EngineConfig, error) {
 func newRouter(g *globals) *cobra.Command {
 	var (
 		natsURL, modelSpec, name, id string
+		metricsAddr                  string
 		local, exact                 bool
 		ef                           engineFlags
 		drain                        time.Duration
@@ -83,6 +85,9 @@ func newRouter(g *globals) *cobra.Command {
 				return err
 			}
 			defer r.Close()
+			if err := serveMetrics(ctx, metricsAddr, log, router.NewCollector(r.Engine, prometheus.Labels{"router": id, "model": name})); err != nil {
+				return fmt.Errorf("--metrics: %w", err)
+			}
 			if err := router.Serve(ctx, router.ServiceConfig{ID: id, Model: name, Conn: nc, Engine: r.Engine, Drain: drain, Logger: log}); err != nil {
 				return err
 			}
@@ -97,6 +102,7 @@ func newRouter(g *globals) *cobra.Command {
 	f.BoolVar(&local, "local", false, "run the routed experts in process instead of on the mesh")
 	f.BoolVar(&exact, "exact", false, "mesh combine in pairs mode over an f32 wire: logits equal --local bit for bit")
 	f.DurationVar(&drain, "drain", 30*time.Second, "on SIGTERM, how long to finish running generations")
+	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9101")
 	ef.register(f)
 	return c
 }

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -108,14 +111,20 @@ func TestCLIRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	daemonMetrics, routerMetrics := freeAddr(t), freeAddr(t)
 	for i, set := range stack.Spread(cfg.Experts, 3, 2) {
 		var parts []string
 		for _, e := range set {
 			parts = append(parts, fmt.Sprint(e))
 		}
-		startDaemon(t, url, dir, name, fmt.Sprint("rd", i), strings.Join(parts, ","))
+		var extra []string
+		if i == 0 {
+			extra = []string{"--metrics", daemonMetrics}
+		}
+		startDaemon(t, url, dir, name, fmt.Sprint("rd", i), strings.Join(parts, ","), extra...)
 	}
-	rt := exec.Command(Binary(t), "router", "--nats", url, "--model", dir, "--name", name, "--id", "rt1", "--exact", "--log-level", "warn")
+	rt := exec.Command(Binary(t), "router", "--nats", url, "--model", dir, "--name", name, "--id", "rt1", "--exact",
+		"--metrics", routerMetrics, "--log-level", "warn")
 	out := &syncBuffer{}
 	rt.Stdout, rt.Stderr = out, out
 	if err := rt.Start(); err != nil {
@@ -174,6 +183,19 @@ func TestCLIRouter(t *testing.T) {
 		}
 	}
 
+	// Both processes export what operators watch: the daemon its expert pairs of tenant t,
+	// the router its finished requests and an empty KV cache once idle.
+	for _, want := range []struct{ addr, series string }{
+		{daemonMetrics, `moemesh_expertd_tenant_expert_pairs_total{daemon="rd0",tenant="t"}`},
+		{routerMetrics, `moemesh_router_finished_total{model="clirouter",reason="length",router="rt1"}`},
+		{routerMetrics, `moemesh_router_kv_bytes{model="clirouter",router="rt1",state="in_use"} 0`},
+	} {
+		body := scrape(t, want.addr)
+		if !strings.Contains(body, want.series) {
+			t.Fatalf("%s has no %s:\n%s", want.addr, want.series, body)
+		}
+	}
+
 	// SIGTERM while a request runs: it still completes, then the router exits cleanly.
 	var once sync.Once
 	r := c.generate(ctx, &proto.GenerateRequest{ID: "drain", Tenant: "t", Prompt: proto.I32s{3, 4}, MaxTokens: 40}, func(ev *proto.TokenEvent) {
@@ -190,4 +212,31 @@ func TestCLIRouter(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("router did not exit after SIGTERM")
 	}
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// scrape fetches a /metrics page.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
