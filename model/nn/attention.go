@@ -151,10 +151,21 @@ func (a *attn) task(i int, scores []float32) {
 	n := pos + 1 - lo
 	nh := h1 - h0
 	qs := a.q[(t*c.Heads+h0)*c.QKDim : (t*c.Heads+h1)*c.QKDim]
-	for j := range n {
-		kr := a.k.Row(lo + j)[kh*c.QKDim : (kh+1)*c.QKDim]
+	// Keys go eight at a time (dot8); a short last group repeats its last key and drops
+	// the duplicates, which cannot change the kept scores.
+	var ks [8][]float32
+	var ds [8]float32
+	for j0 := 0; j0 < n; j0 += len(ks) {
+		for r := range ks {
+			ks[r] = a.k.Row(lo + min(j0+r, n-1))[kh*c.QKDim : (kh+1)*c.QKDim]
+		}
+		kept := min(len(ks), n-j0)
 		for g := range nh {
-			scores[g*n+j] = float32(c.Scale * dot(qs[g*c.QKDim:(g+1)*c.QKDim], kr))
+			dot8(&ds, qs[g*c.QKDim:(g+1)*c.QKDim], &ks)
+			sg := scores[g*n+j0 : g*n+j0+kept]
+			for r := range sg {
+				sg[r] = float32(c.Scale * ds[r])
+			}
 		}
 	}
 	for g := range nh {
@@ -185,36 +196,23 @@ func (a *attn) task(i int, scores []float32) {
 	}
 	os := a.out[(t*c.Heads+h0)*c.VDim : (t*c.Heads+h1)*c.VDim]
 	clear(os)
-	for j := range n {
+	// Values go four at a time (axpyRows4 adds them in key order), the rest one by one.
+	j := 0
+	var vs [4][]float32
+	var ps [4]float32
+	for ; j+len(vs) <= n; j += len(vs) {
+		for r := range vs {
+			vs[r] = a.v.Row(lo + j + r)[kh*c.VDim : (kh+1)*c.VDim]
+		}
+		for g := range nh {
+			copy(ps[:], scores[g*n+j:])
+			axpyRows4(os[g*c.VDim:(g+1)*c.VDim], &ps, &vs)
+		}
+	}
+	for ; j < n; j++ {
 		vr := a.v.Row(lo + j)[kh*c.VDim : (kh+1)*c.VDim]
 		for g := range nh {
 			axpy(os[g*c.VDim:(g+1)*c.VDim], scores[g*n+j], vr)
 		}
-	}
-}
-
-// dot is Σ a_i·b_i in four interleaved partial sums (the order Attend documents); four
-// independent chains also let the CPU overlap the adds.
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += float32(a[i] * b[i])
-		s1 += float32(a[i+1] * b[i+1])
-		s2 += float32(a[i+2] * b[i+2])
-		s3 += float32(a[i+3] * b[i+3])
-	}
-	for ; i < len(a); i++ {
-		s0 += float32(a[i] * b[i])
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// axpy is y += a·x with the product rounded before the add.
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += float32(a * x[i])
 	}
 }

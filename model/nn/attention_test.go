@@ -362,17 +362,34 @@ func benchAttend(b *testing.B, cfg AttnConfig, cacheLen int) {
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
-// Decode (T=1) against a 2k cache.
+// Decode (T=1) against a 2k cache, with the Go kernels and with the AVX ones (the same
+// bits; kernels=go is the speed before attend_amd64.s). -cpu 1,2 adds the worker count.
 func BenchmarkAttendDecode2k(b *testing.B) {
-	b.Run("qwen3-32h-4kv-128", func(b *testing.B) {
-		benchAttend(b, AttnConfig{Heads: 32, KVHeads: 4, QKDim: 128, VDim: 128, Scale: 0.088}, 2048)
-	})
-	b.Run("mla-16h-192-128", func(b *testing.B) {
-		benchAttend(b, AttnConfig{Heads: 16, KVHeads: 16, QKDim: 192, VDim: 128, Scale: 0.072}, 2048)
-	})
-	b.Run("mixtral-32h-8kv-128", func(b *testing.B) {
-		benchAttend(b, AttnConfig{Heads: 32, KVHeads: 8, QKDim: 128, VDim: 128, Scale: 0.088}, 2048)
-	})
+	shapes := []struct {
+		name string
+		cfg  AttnConfig
+	}{
+		{"qwen3-32h-4kv-128", AttnConfig{Heads: 32, KVHeads: 4, QKDim: 128, VDim: 128, Scale: 0.088}},
+		{"mla-16h-192-128", AttnConfig{Heads: 16, KVHeads: 16, QKDim: 192, VDim: 128, Scale: 0.072}},
+		{"mixtral-32h-8kv-128", AttnConfig{Heads: 32, KVHeads: 8, QKDim: 128, VDim: 128, Scale: 0.088}},
+	}
+	saved := useAttnAsm
+	defer func() { useAttnAsm = saved }()
+	for _, sh := range shapes {
+		for _, asm := range []bool{false, true} {
+			if asm && !saved {
+				continue
+			}
+			name := sh.name + "/kernels=go"
+			if asm {
+				name = sh.name + "/kernels=avx"
+			}
+			b.Run(name, func(b *testing.B) {
+				useAttnAsm = asm
+				benchAttend(b, sh.cfg, 2048)
+			})
+		}
+	}
 }
 
 // Attend owns its goroutines: after it returns, the goroutine count settles back to where
