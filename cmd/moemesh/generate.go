@@ -88,6 +88,13 @@ func runGenerate(cmd *cobra.Command, g *globals, f genFlags) error {
 	for _, id := range cfg.EOS {
 		stops[int32(id)] = true
 	}
+	// generation_config.json's eos ids stop generation too, as they do on the router.
+	tmpl, tmplErr := chat.Load(dir)
+	if tmplErr == nil {
+		for _, id := range tmpl.StopIDs {
+			stops[id] = true
+		}
+	}
 	var prompt []int32
 	if f.ids != "" {
 		for _, s := range strings.Split(f.ids, ",") {
@@ -103,17 +110,13 @@ func runGenerate(cmd *cobra.Command, g *globals, f genFlags) error {
 		}
 		text, special := f.prompt, true
 		if f.chat {
-			tmpl, err := chat.Load(dir)
-			if err != nil {
-				return err
+			if tmplErr != nil {
+				return tmplErr
 			}
 			if text, err = tmpl.Render([]chat.Message{{Role: "user", Content: f.prompt}}, true, nil); err != nil {
 				return err
 			}
 			special = false // the template already holds BOS
-			for _, id := range tmpl.StopIDs {
-				stops[id] = true
-			}
 		}
 		if prompt, err = tok.Encode(text, special); err != nil {
 			return err

@@ -32,7 +32,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("MOEMESH_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env MOEMESH_LOG_LEVEL)")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", os.Getenv("MOEMESH_LOG_JSON") != "", "log as JSON lines (env MOEMESH_LOG_JSON)")
-	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g), newTokenize(g), newGenerate(g), newRouter(g))
+	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g), newTokenize(g), newGenerate(g), newRouter(g), newGateway(g))
 	return root
 }
 
@@ -74,7 +74,9 @@ func resolveModel(spec string, log *slog.Logger) (dir, name string, err error) {
 			cache = os.TempDir()
 		}
 		dir = filepath.Join(cache, "moemesh", "builtin-"+builtin)
-		if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		// tokenizer.json is the newest file synth writes: a cache made by an older binary
+		// without it is regenerated (Write replaces a synth checkpoint as a whole).
+		if _, err := os.Stat(filepath.Join(dir, "tokenizer.json")); err != nil {
 			log.Info("generating the built-in model", "name", builtin, "dir", dir)
 			if _, err := synth.Write(dir, o); err != nil {
 				return "", "", fmt.Errorf("generating built-in model %q: %w", builtin, err)

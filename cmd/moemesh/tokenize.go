@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -22,9 +23,15 @@ func newTokenize(g *globals) *cobra.Command {
 		Example: `  echo 'Hello, world' | moemesh tokenize --model ./Qwen3-30B-A3B
   echo '[9707,11,1879]' | moemesh tokenize --model ./Qwen3-30B-A3B --decode`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dir := modelSpec
-			if dir == "" {
-				return fmt.Errorf("--model is required (a directory holding tokenizer.json)")
+			if modelSpec == "" {
+				return fmt.Errorf("--model is required (a directory holding tokenizer.json, or builtin:tiny)")
+			}
+			dir := modelSpec // a directory needs only the tokenizer files, not a checkpoint
+			if strings.HasPrefix(modelSpec, "builtin:") {
+				var err error
+				if dir, _, err = resolveModel(modelSpec, g.logger()); err != nil {
+					return err
+				}
 			}
 			tok, err := tokenizer.Load(dir)
 			if err != nil {

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moemesh/moemesh/gateway"
+	"github.com/moemesh/moemesh/gateway/tenant"
+	"github.com/moemesh/moemesh/mesh"
+)
+
+func newGateway(g *globals) *cobra.Command {
+	var (
+		natsURL, modelSpec, name, addr, tenantsPath string
+		maxTokens                                   int
+		idle, reqTimeout                            time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "gateway",
+		Short: "Serve the OpenAI-compatible HTTP API in front of the routers",
+		Example: `  moemesh gateway --model ./Qwen3-30B-A3B --tenants tenants.yaml
+  moemesh gateway --model builtin:tiny --addr :8080   # open: no tenants file, no keys`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := g.logger()
+			dir, defName, err := resolveModel(modelSpec, log)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = defName
+			}
+			store, err := tenant.Load(tenantsPath, log)
+			if err != nil {
+				return err
+			}
+			nc, err := mesh.Connect(cmd.Context(), natsURL, "moemesh-gateway")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			gw, err := gateway.New(gateway.Config{
+				Addr: addr, Models: []gateway.Model{{Name: name, Dir: dir}}, Tenants: store,
+				DefaultMaxTokens: maxTokens, IdleTimeout: idle, RequestTimeout: reqTimeout, Logger: log,
+			}, nc)
+			if err != nil {
+				return err
+			}
+			if err := gw.Run(cmd.Context()); err != nil {
+				return err
+			}
+			return nc.Drain()
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&natsURL, "nats", envOr("MOEMESH_NATS_URL", defaultNATS), "NATS server URL (env MOEMESH_NATS_URL)")
+	f.StringVar(&modelSpec, "model", os.Getenv("MOEMESH_MODEL"), "Hugging Face model directory or builtin:tiny (env MOEMESH_MODEL)")
+	f.StringVar(&name, "name", "", "model name clients send and subjects use (default: the directory's name)")
+	f.StringVar(&addr, "addr", envOr("MOEMESH_GATEWAY_ADDR", ":8080"), "HTTP listen address (env MOEMESH_GATEWAY_ADDR)")
+	f.StringVar(&tenantsPath, "tenants", os.Getenv("MOEMESH_TENANTS"), "tenants YAML file, reloaded on change; empty: open gateway, one \"default\" tenant (env MOEMESH_TENANTS)")
+	f.IntVar(&maxTokens, "default-max-tokens", 1024, "max_tokens of chat requests that name none (0: up to the context)")
+	f.DurationVar(&idle, "idle-timeout", 120*time.Second, "fail a request with 504 when no token arrives for this long")
+	f.DurationVar(&reqTimeout, "request-timeout", 10*time.Minute, "deadline of a whole generation")
+	return c
+}
