@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moemesh/moemesh/ascend"
 	_ "github.com/moemesh/moemesh/ascend/cpu" // the default backend
@@ -216,4 +217,15 @@ func (s *Stack) TenantPairs() map[string]int64 {
 		}
 	}
 	return out
+}
+
+// Collectors are the daemons' Prometheus collectors, labelled by daemon id.
+func (s *Stack) Collectors() []prometheus.Collector {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cs []prometheus.Collector
+	for i, d := range s.daemons {
+		cs = append(cs, expertd.NewCollector(d, prometheus.Labels{"daemon": fmt.Sprintf("%sd%d", s.Config.Prefix, i)}))
+	}
+	return cs
 }
