@@ -27,10 +27,12 @@ test: ## the whole suite (what CI runs)
 test-short: ## quick loop while developing
 	$(GO) test -short -count=1 $(PKGS)
 
-bench: build ## benchmarks: kernels (go test -bench) and a MoE layer through the mesh
+bench: build ## benchmarks: kernels, a MoE layer and generation through the mesh vs in process, tenant fairness
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./ascend/... ./model/... ./proto/...
 	./$(BIN) bench layer --model builtin:small --tokens 1,16,128 --daemons 2
 	./$(BIN) bench layer --model builtin:small --tokens 16 --daemons 2 --wire f32 --mode pairs --iters 5
+	./$(BIN) bench generate --model builtin:small --batch 1,16
+	CGO_ENABLED=1 $(GO) test -run '^$$' -bench TenantFairness -benchtime 1x ./internal/meshtest/
 
 lint: ## formatting, vet, import rules
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
