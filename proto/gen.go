@@ -49,6 +49,9 @@ type GenerateRequest struct {
 	// Deadline is unix nanoseconds after which the router gives up (finish "error", code 504);
 	// 0: the router's default.
 	Deadline int64
+	// IgnoreEOS keeps generating past the model's eos tokens (StopIDs still stop): for
+	// benchmarks and tests that need exactly MaxTokens tokens, as vLLM's ignore_eos.
+	IgnoreEOS bool
 }
 
 // Validate checks what a router can check without the model (vocab and context bounds are

@@ -488,3 +488,26 @@ func TestCollector(t *testing.T) {
 		t.Fatalf("tenant tokens: %v", v)
 	}
 }
+
+// The model's eos ends a request with "stop" unless it asks to ignore eos.
+func TestEngineEOS(t *testing.T) {
+	l := tinyLM(t)
+	want := l.solo(t, prompt(6, 9), 12)
+	e := startEngine(t, EngineConfig{EOS: []int32{want[2]}})
+	c := newCollector()
+	plain := request("plain", "a", prompt(6, 9), 12)
+	ignore := request("ignore", "a", prompt(6, 9), 12)
+	ignore.IgnoreEOS = true
+	for _, r := range []*proto.GenerateRequest{plain, ignore} {
+		if _, err := e.Submit(r, c.emit(r.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := slices.Index(want, want[2])
+	if got, last := c.wait(t, "plain"); !slices.Equal(got, want[:k+1]) || last.Finish != proto.FinishStop {
+		t.Fatalf("plain: %v (%s), solo %v", got, last.Finish, want)
+	}
+	if got, last := c.wait(t, "ignore"); !slices.Equal(got, want) || last.Finish != proto.FinishLength {
+		t.Fatalf("ignore eos: %v (%s), solo %v", got, last.Finish, want)
+	}
+}

@@ -6,8 +6,14 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/model/decoder"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // maxReplays bounds how often one job's cache is rebuilt after failed steps.
@@ -72,7 +78,11 @@ func (e *Engine) step(ctx context.Context, resident []*job) []*job {
 		}
 	}
 	rows := len(rowTenants)
-	err := e.cfg.Decoder.Forward(WithTenants(ctx, rowTenants), seqs, tokens, e.cfg.Experts, logits)
+	fctx, experts, stepSpan := e.traceStep(ctx, jobs, rows)
+	err := e.cfg.Decoder.Forward(WithTenants(fctx, rowTenants), seqs, tokens, experts, logits)
+	if stepSpan != nil {
+		endSpan(stepSpan, err)
+	}
 	e.mu.Lock()
 	e.stats.Steps++
 	e.stats.LastStepRows, e.stats.LastStepSequences = rows, len(jobs)
@@ -117,8 +127,11 @@ func (e *Engine) sample(j *job, logits []float32) (done bool) {
 	if !j.first {
 		j.first = true
 		j.pending.TTFTNanos = time.Since(j.received).Nanoseconds()
+		if j.span != nil && j.span.IsRecording() {
+			j.span.AddEvent("first_token", trace.WithAttributes(tracing.TTFT.Float64(float64(j.pending.TTFTNanos)/1e6)))
+		}
 	}
-	if slices.Contains(e.cfg.EOS, tok) || slices.Contains(j.req.StopIDs, tok) {
+	if (!j.req.IgnoreEOS && slices.Contains(e.cfg.EOS, tok)) || slices.Contains(j.req.StopIDs, tok) {
 		e.finish(j, proto.FinishStop, nil)
 		return true
 	}
@@ -200,6 +213,12 @@ func (e *Engine) finish(j *job, reason string, err error) {
 	if j.seq != nil {
 		j.seq.Close()
 	}
+	if j.span != nil {
+		j.span.SetAttributes(tracing.GenAIFinish.StringSlice([]string{reason}),
+			tracing.GenAIInTokens.Int(len(j.req.Prompt)), tracing.GenAIOutTokens.Int(int(j.gen)))
+		endSpan(j.span, err)
+		j.span = nil
+	}
 	e.mu.Lock()
 	if j.seq != nil {
 		j.tenant.resident--
@@ -213,4 +232,68 @@ func (e *Engine) finish(j *job, reason string, err error) {
 	}
 	e.mu.Unlock()
 	e.send(j)
+}
+
+// startGenerate starts a request's "generate" span, a child of the trace context the
+// request arrived with.
+func startGenerate(ctx context.Context, req *proto.GenerateRequest) trace.Span {
+	_, span := tracing.Tracer().Start(ctx, "generate", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(tracing.Tenant.String(req.Tenant), tracing.Request.String(req.ID),
+			tracing.GenAIMaxTokens.Int(int(req.MaxTokens)), tracing.GenAIInTokens.Int(len(req.Prompt))))
+	return span
+}
+
+// endSpan ends span, marking it failed when err is set.
+func endSpan(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// traceStep starts the step's span when the detail level asks for it and a job of the
+// step is in a sampled trace. A step serves many requests: its span is a child of the first
+// sampled job's span (so a request's own trace shows the steps it led) and links to the
+// span of every job in it. The returned experts make a span per MoE layer under it. With
+// no span, ctx and the configured experts come back unchanged.
+func (e *Engine) traceStep(ctx context.Context, jobs []*job, rows int) (context.Context, model.Experts, trace.Span) {
+	if e.cfg.TraceDetail < tracing.DetailLayer {
+		return ctx, e.cfg.Experts, nil
+	}
+	var parent *job
+	links := make([]trace.Link, 0, len(jobs))
+	for _, j := range jobs {
+		if j.span == nil || !j.span.IsRecording() {
+			continue
+		}
+		if parent == nil {
+			parent = j
+		}
+		links = append(links, trace.Link{SpanContext: j.span.SpanContext(),
+			Attributes: []attribute.KeyValue{tracing.Request.String(j.req.ID), tracing.Tenant.String(j.req.Tenant)}})
+	}
+	if parent == nil {
+		return ctx, e.cfg.Experts, nil
+	}
+	ctx, span := tracing.Tracer().Start(trace.ContextWithSpan(ctx, parent.span), "router.step",
+		trace.WithLinks(links...), trace.WithAttributes(
+			tracing.Request.String(parent.req.ID), tracing.Tenant.String(parent.req.Tenant),
+			tracing.Sequences.Int(len(jobs)), tracing.StepTokens.Int(rows)))
+	return tracing.WithDetail(ctx, e.cfg.TraceDetail), layerSpans{e.cfg.Experts}, span
+}
+
+// layerSpans wraps the experts of a traced step: one span per MoE layer's dispatch, the
+// parent of the mesh's per-card CLIENT spans.
+type layerSpans struct{ model.Experts }
+
+func (l layerSpans) Forward(ctx context.Context, layer int, x []float32, hidden int, r model.Routing, out []float32) error {
+	if !tracing.Recording(ctx) || hidden <= 0 {
+		return l.Experts.Forward(ctx, layer, x, hidden, r, out)
+	}
+	ctx, span := tracing.Tracer().Start(ctx, "moe.layer", trace.WithAttributes(
+		tracing.Layer.Int(layer), tracing.Rows.Int(len(x)/hidden), tracing.Pairs.Int(len(r.Experts))))
+	err := l.Experts.Forward(ctx, layer, x, hidden, r, out)
+	endSpan(span, err)
+	return err
 }
