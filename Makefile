@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean
+.PHONY: all build run test test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean test-cann
 
 all: build
 
@@ -63,6 +63,10 @@ synth-tokenizers: ## regenerate model/synth/tokdata (small tokenizers cut from t
 
 chat-goldens: ## regenerate model/chat/testdata/goldens.json with Python Jinja2 (on the machines)
 	python3 tools/chatgoldens/gen.py
+
+test-cann: ## the cann backend over the CPU emulator of the ACL API (builds the emulator first)
+	sh ascend/cann/emu/build.sh
+	CGO_ENABLED=1 $(GO) test -tags cann -count=1 ./ascend/cann/...
 
 clean:
 	rm -rf bin
