@@ -59,7 +59,11 @@ func ParseRanges(s string, limit int) ([]int, error) {
 
 // Assignment builds the static expert set of a card: every expert in experts of every MoE
 // layer in layers (a layer that is not MoE is an error, so a typo doesn't load nothing).
+// experts "none" starts the card empty, for a placement controller to fill.
 func Assignment(cfg *model.Config, layers, experts string) ([]model.ExpertKey, error) {
+	if strings.TrimSpace(experts) == "none" {
+		return []model.ExpertKey{}, nil
+	}
 	var ls []int
 	if strings.TrimSpace(layers) == "all" || strings.TrimSpace(layers) == "*" || layers == "" {
 		ls = cfg.MoELayers()

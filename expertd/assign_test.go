@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/moemesh/moemesh/model"
 )
 
 func TestParseRanges(t *testing.T) {
@@ -36,5 +38,16 @@ func TestParseRanges(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != c.want {
 			t.Errorf("ParseRanges(%q) = %v, %v; want %s", c.in, got, err, c.want)
 		}
+	}
+}
+
+func TestAssignmentNone(t *testing.T) {
+	cfg := &model.Config{Layers: 4, Experts: 8}
+	keys, err := Assignment(cfg, "all", "none")
+	if err != nil || keys == nil || len(keys) != 0 {
+		t.Fatalf("experts none: %v, %v; want an empty set", keys, err)
+	}
+	if _, err := Assignment(cfg, "all", ""); err == nil {
+		t.Fatal("an empty --experts was taken for none")
 	}
 }

@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/moemesh/moemesh/ascend"
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // job is one ExpertBatch waiting for its card.
@@ -25,6 +28,7 @@ type job struct {
 	enq      time.Time
 	deadline time.Time
 	tenants  map[string]int // expert pairs per tenant (header Moe-Tenant)
+	op       *cardOp        // not a batch: work for the worker, run in queue order (see card.do)
 }
 
 // card is one served card: its device, the experts on it, a queue and the worker that
@@ -45,6 +49,11 @@ type card struct {
 	lastRows int64
 	lastAt   time.Time
 	tenants  map[string]int64 // expert pairs computed per tenant
+	// states overrides the lease state of experts being loaded or drained by a live
+	// reconcile (reconcile.go); experts not in it are ready. Guarded by mu.
+	states map[model.ExpertKey]uint8
+	beat   chan struct{} // closed and replaced after each lease written (see beaten); guarded by mu
+	beats  int64         // leases written; guarded by mu
 
 	// Worker scratch.
 	x       []float32
@@ -64,6 +73,8 @@ func newCard(id, device string, dev ascend.Card, mcfg *model.Config, cfg Config)
 		log:      cfg.Logger.With("card", id),
 		maxMerge: cfg.MaxCoalesce,
 		lastAt:   time.Now(),
+		states:   map[model.ExpertKey]uint8{},
+		beat:     make(chan struct{}),
 	}
 }
 
@@ -74,6 +85,7 @@ func (c *card) close() error {
 // handle runs on the endpoint's goroutine: decode and check here, so decoding overlaps
 // the worker's compute, then queue.
 func (c *card) handle(req micro.Request) {
+	req = c.traced(req)
 	j := &job{req: req, enq: time.Now()}
 	if err := proto.DecodeExpertBatch(req.Data(), &j.b, c.experts); err != nil {
 		mesh.RespondError(req, err)
@@ -113,7 +125,8 @@ func (c *card) handle(req micro.Request) {
 }
 
 // work owns the device: it takes queued batches, merges those that arrived together into
-// one grouped run per (layer, mode), and answers each.
+// one grouped run per (layer, mode), and answers each. An op (card.do) in the queue runs
+// after every batch queued before it and before any batch queued after it.
 func (c *card) work(ctx context.Context) {
 	group := make([]*job, 0, c.maxMerge)
 	for {
@@ -122,23 +135,39 @@ func (c *card) work(ctx context.Context) {
 			for {
 				select {
 				case j := <-c.jobs:
+					if j.op != nil {
+						j.op.done <- errCardStopped
+						continue
+					}
 					c.fail(j, proto.Errorf(proto.CodeUnavailable, "card %s is shutting down", c.id))
 				default:
 					return
 				}
 			}
 		case j := <-c.jobs:
+			if j.op != nil {
+				j.op.run()
+				continue
+			}
 			group = append(group[:0], j)
+			var op *cardOp
 		more:
 			for len(group) < c.maxMerge {
 				select {
 				case j := <-c.jobs:
+					if j.op != nil {
+						op = j.op
+						break more
+					}
 					group = append(group, j)
 				default:
 					break more
 				}
 			}
 			c.runGroup(group)
+			if op != nil {
+				op.run()
+			}
 		}
 	}
 }
@@ -210,9 +239,13 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 		c.out = make([]float32, outRows*h)
 	}
 	out := c.out[:outRows*h]
+	op := c.startOp(part, dequeued, len(c.rowPtr)-1, len(c.ex))
 	start := time.Now()
 	err := c.set.Compute(model.Batch{Layer: int(part[0].b.Layer), X: c.x, RowPtr: c.rowPtr, Experts: c.ex, Weights: c.w}, pairs, out)
 	compute := time.Since(start)
+	if op != nil {
+		endSpan(op, err)
+	}
 	c.runs.Add(1)
 	if err != nil {
 		c.log.Warn("expert batch failed", "layer", part[0].b.Layer, "batches", len(part), "err", err)
@@ -277,19 +310,28 @@ func wireError(err error) error {
 }
 
 // status is the card's lease. Called from the heartbeat goroutine: it reads only
-// what is safe to read concurrently with the worker.
+// what is safe to read concurrently with the worker (the expert set is locked).
 func (c *card) status(daemon string, draining bool) *proto.CardStatus {
 	mi := c.dev.MemInfo()
 	st := &proto.CardStatus{V: proto.Version, Card: c.id, Daemon: daemon, Device: c.device,
 		MemTotal: mi.Total, MemUsed: mi.Used, Queue: int32(len(c.jobs)), Beat: time.Now().UnixNano(), Draining: draining}
-	state := proto.StateReady
-	if draining {
-		state = proto.StateDraining
-	}
-	for _, k := range c.keys() {
+	keys := c.keys()
+	c.mu.Lock()
+	for _, k := range keys {
+		state := proto.StateReady
+		if s, ok := c.states[k]; ok {
+			state = s
+		}
+		if draining {
+			state = proto.StateDraining
+		}
 		st.Experts = append(st.Experts, proto.ExpertState{Layer: int32(k.Layer), Expert: int32(k.Expert), State: state})
 	}
-	c.mu.Lock()
+	for k, s := range c.states {
+		if s == proto.StateLoading && !c.set.Has(k) {
+			st.Experts = append(st.Experts, proto.ExpertState{Layer: int32(k.Layer), Expert: int32(k.Expert), State: s})
+		}
+	}
 	now, rows := time.Now(), c.rows.Load()
 	if dt := now.Sub(c.lastAt).Seconds(); dt > 0 {
 		st.TokensPerSec = float32(float64(rows-c.lastRows) / dt)
@@ -299,7 +341,8 @@ func (c *card) status(daemon string, draining bool) *proto.CardStatus {
 	return st
 }
 
-// keys is fixed after loading (static assignment), so reading it beside the worker is safe.
+// keys lists the experts held; the set locks itself, so this is safe beside the worker and
+// a live reconcile.
 func (c *card) keys() []model.ExpertKey { return c.set.Keys() }
 
 // waitIdle waits until no batch is in flight, at least min (so routers see a draining
@@ -321,4 +364,102 @@ func (c *card) waitIdle(ctx context.Context, min time.Duration) {
 		case <-tick.C:
 		}
 	}
+}
+
+// tracedReq is a batch request in a sampled trace: its SERVER span starts when the batch
+// arrives and ends when the reply (or error) is sent, whichever path sends it.
+type tracedReq struct {
+	micro.Request
+	ctx  context.Context // carries span
+	span trace.Span
+}
+
+func (r *tracedReq) Respond(data []byte, opts ...micro.RespondOpt) error {
+	err := r.Request.Respond(data, opts...)
+	endSpan(r.span, err)
+	return err
+}
+
+func (r *tracedReq) RespondJSON(v any, opts ...micro.RespondOpt) error {
+	err := r.Request.RespondJSON(v, opts...)
+	endSpan(r.span, err)
+	return err
+}
+
+func (r *tracedReq) Error(code, description string, data []byte, opts ...micro.RespondOpt) error {
+	err := r.Request.Error(code, description, data, opts...)
+	if r.span.IsRecording() {
+		r.span.SetAttributes(tracing.ErrorCode.String(code))
+		r.span.SetStatus(codes.Error, description)
+	}
+	r.span.End()
+	return err
+}
+
+// traced wraps req in its SERVER span when the router sent the context of a sampled trace
+// at detail layer or deeper (the level travels in the baggage); else req comes back as is.
+func (c *card) traced(req micro.Request) micro.Request {
+	h := req.Headers()
+	if len(h) == 0 || tracing.HeaderCarrier(h).Get("traceparent") == "" {
+		return req
+	}
+	ctx := tracing.Extract(context.Background(), h)
+	if !trace.SpanContextFromContext(ctx).IsSampled() || tracing.DetailFrom(ctx) < tracing.DetailLayer {
+		return req
+	}
+	ctx, span := tracing.Tracer().Start(ctx, "process "+req.Subject(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(tracing.System, tracing.Destination.String(req.Subject()), tracing.Operation.String("process"),
+			tracing.BodySize.Int(len(req.Data())), tracing.Card.String(c.id), tracing.Tenant.String(h.Get(proto.HeaderTenant))))
+	if !span.IsRecording() {
+		return req
+	}
+	return &tracedReq{Request: req, ctx: ctx, span: span}
+}
+
+// startOp starts the span of one grouped computation at detail op. A computation may serve
+// batches of several traces: its parent is the first traced batch's SERVER span, and it
+// links to every traced batch's span. Nil when no batch asks for it.
+func (c *card) startOp(part []*job, dequeued time.Time, rows, pairs int) trace.Span {
+	var parent *tracedReq
+	var links []trace.Link
+	for _, j := range part {
+		tr, ok := j.req.(*tracedReq)
+		if !ok {
+			continue
+		}
+		tr.span.SetAttributes(tracing.Layer.Int(int(j.b.Layer)), tracing.Rows.Int(j.b.Rows()),
+			tracing.QueueMS.Float64(float64(dequeued.Sub(j.enq))/1e6))
+		if tracing.DetailFrom(tr.ctx) < tracing.DetailOp {
+			continue
+		}
+		if parent == nil {
+			parent = tr
+		}
+		links = append(links, trace.Link{SpanContext: tr.span.SpanContext()})
+	}
+	if parent == nil {
+		return nil
+	}
+	_, span := tracing.Tracer().Start(parent.ctx, "expert.compute", trace.WithLinks(links...), trace.WithAttributes(
+		tracing.Card.String(c.id), tracing.Layer.Int(int(part[0].b.Layer)), tracing.Rows.Int(rows),
+		tracing.Pairs.Int(pairs), tracing.Batches.Int(len(part)), tracing.Experts.Int(distinct(c.ex))))
+	return span
+}
+
+// distinct counts the different values in ids.
+func distinct(ids []int32) int {
+	seen := make(map[int32]struct{}, len(ids))
+	for _, id := range ids {
+		seen[id] = struct{}{}
+	}
+	return len(seen)
+}
+
+// endSpan ends span, marking it failed when err is set.
+func endSpan(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

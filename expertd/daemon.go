@@ -141,7 +141,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	ck.Close() // weights are on the cards; drop the mappings
 
 	regCtx, cancelReg := context.WithTimeout(ctx, 10*time.Second)
-	reg, err := mesh.OpenRegistry(regCtx, d.nc, d.cfg.Model, 3*d.cfg.Heartbeat)
+	reg, err := mesh.OpenRegistry(regCtx, d.nc, d.cfg.Model, 3*d.cfg.Heartbeat, mesh.WithLogger(log))
 	cancelReg()
 	if err != nil {
 		return fmt.Errorf("expertd: registry: %w", err)
@@ -187,11 +187,25 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			pctx, cancel := context.WithTimeout(context.Background(), d.cfg.Heartbeat)
 			if err := reg.PutCard(pctx, st); err != nil {
 				log.Warn("lease refresh failed", "card", c.id, "err", err)
+			} else {
+				c.beaten()
 			}
 			cancel()
 		}
 	}
 	beat(false)
+	// Live assignments: each card follows its assign key, if the controller writes one.
+	var reconcilers sync.WaitGroup
+	recCtx, stopReconcile := context.WithCancel(ctx)
+	defer func() { stopReconcile(); reconcilers.Wait() }()
+	for _, c := range d.cards {
+		rec := newReconciler(c, &d.cfg, d.mcfg)
+		if err := reg.WatchAssign(recCtx, c.id, rec.update); err != nil {
+			return fmt.Errorf("expertd: card %s: %w", c.id, err)
+		}
+		reconcilers.Add(1)
+		go func() { defer reconcilers.Done(); rec.run(recCtx) }()
+	}
 	close(d.ready)
 	log.Info("expert daemon serving", "cards", len(d.cards), "model", d.cfg.Model)
 
@@ -209,6 +223,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	// Drain: routers stop choosing our cards on the draining lease; what is already on its
 	// way is still answered until the endpoints stop; then the queues empty and the leases go.
 	log.Info("draining")
+	stopReconcile()
+	reconcilers.Wait()
 	beat(true)
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), d.cfg.DrainWait)
 	defer cancelDrain()

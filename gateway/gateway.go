@@ -30,6 +30,7 @@ type Gateway struct {
 	metrics *metrics
 	created int64 // unix seconds, the "created" of /v1/models
 	mux     *http.ServeMux
+	handler http.Handler // mux inside the tracing wrapper
 }
 
 // served is a model with what the gateway needs of it: its tokenizer, chat template and
@@ -99,6 +100,7 @@ func New(cfg Config, nc *nats.Conn) (*Gateway, error) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error",
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 	})
+	g.handler = traced(g.mux)
 	return g, nil
 }
 
@@ -125,7 +127,7 @@ func loadModel(m Model) (*served, error) {
 
 // Handler returns the HTTP API, for callers that run their own server (moemesh up, tests).
 // Tenant hot reload runs only under Run or Serve.
-func (g *Gateway) Handler() http.Handler { return g.mux }
+func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // Run listens on Config.Addr and serves until ctx is done, then shuts down gracefully.
 func (g *Gateway) Run(ctx context.Context) error {
@@ -140,7 +142,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // (streams are cut after it), the tenants file is watched meanwhile. ln is closed on return.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           g.mux,
+		Handler:           g.handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // generation is one GenerateRequest a router accepted, read event by event from the
@@ -62,6 +63,7 @@ func (g *Gateway) submit(ctx context.Context, model string, req *proto.GenerateR
 	msg.Data = body
 	msg.Header.Set(proto.HeaderTenant, req.Tenant)
 	msg.Header.Set(proto.HeaderRequest, req.ID)
+	tracing.Inject(ctx, msg.Header) // the generation span is the router's parent
 	actx, cancel := context.WithTimeout(ctx, g.cfg.AcceptTimeout)
 	defer cancel()
 	if dl := time.Unix(0, req.Deadline); dl.Before(time.Now().Add(g.cfg.AcceptTimeout)) {

@@ -297,8 +297,11 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request, j *job, c *common)
 		Prompt: j.prompt, MaxTokens: int32(j.maxTokens), Sampling: j.sampling,
 		StopIDs: j.model.stopIDs, Stop: j.stop,
 	}
-	gen, err := g.submit(r.Context(), j.model.name, req)
+	annotate(r.Context(), j)
+	ctx, span := startGeneration(r.Context(), j)
+	gen, err := g.submit(ctx, j.model.name, req)
 	if err != nil {
+		endGeneration(span, "", 0, "", err)
 		if r.Context().Err() != nil {
 			g.metrics.request(tid, statusClientGone)
 			return
@@ -311,7 +314,8 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request, j *job, c *common)
 	g.log.Debug("request accepted", "id", j.id, "tenant", tid, "router", gen.router, "prompt", len(j.prompt))
 
 	out := &writer{g: g, w: w, j: j}
-	completion = out.relay(r.Context(), gen)
+	completion = out.relay(ctx, gen)
+	endGeneration(span, gen.router, completion, out.finish, out.err)
 }
 
 // usage is OpenAI's usage object.

@@ -15,7 +15,9 @@ type writer struct {
 	g         *Gateway
 	w         http.ResponseWriter
 	j         *job
-	committed bool // the status line is out; errors now travel in the stream
+	committed bool   // the status line is out; errors now travel in the stream
+	finish    string // the last event's finish reason, for the generation span
+	err       error  // why the generation failed, for the generation span
 }
 
 // Response objects. finish_reason and usage are pointers because OpenAI sends them as
@@ -79,6 +81,7 @@ func (o *writer) relay(ctx context.Context, gen *generation) (completion int) {
 				o.g.metrics.request(tid, statusClientGone)
 				return completion
 			}
+			o.err = err
 			o.g.log.Warn("generation failed", "id", o.j.id, "tenant", tid, "router", gen.router, "err", err)
 			o.fail(fromMesh(err))
 			return completion
@@ -86,11 +89,14 @@ func (o *writer) relay(ctx context.Context, gen *generation) (completion int) {
 		if first {
 			first = false
 			o.g.metrics.firstToken(tid, time.Since(o.j.start))
+			firstTokenEvent(ctx)
 		}
 		completion += len(ev.Tokens)
+		o.finish = ev.Finish
 		if ev.Finish == proto.FinishError || ev.Finish == proto.FinishCancel {
 			o.g.log.Warn("router ended the generation", "id", o.j.id, "tenant", tid, "router", gen.router,
 				"finish", ev.Finish, "code", int(ev.ErrCode), "err", ev.ErrMsg)
+			o.err = finishError(ev)
 			o.fail(finishError(ev))
 			o.g.metrics.tokens(tid, len(o.j.prompt), completion)
 			return completion

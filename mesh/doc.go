@@ -1,5 +1,6 @@
 // Package mesh is the NATS plumbing shared by the services: connect options, embedded
-// server, registry KV with card leases, request-with-retry, micro helpers. Imports proto,
+// server, registry KV (card leases, the controller's assignments and its leader lease),
+// request-with-retry, micro helpers. Imports proto,
 // nats.go, nats-server, backoff; never a service.
 //
 // Rules the package enforces so that services need not remember them:

@@ -62,7 +62,7 @@ type Registry struct {
 	putPrefix string // "$KV.<bucket>.": a lease is published straight to its key's subject
 	ttl       time.Duration
 	log       *slog.Logger
-	watchers  sync.WaitGroup // running WatchCards goroutines
+	watchers  sync.WaitGroup // running watch goroutines
 }
 
 // RegistryOption configures OpenRegistry.
@@ -244,12 +244,24 @@ func (r *Registry) WatchCards(ctx context.Context, fn func(cardID string, st *pr
 	if fn == nil {
 		return fmt.Errorf("%w: nil callback", ErrWatch)
 	}
+	return r.startWatch(ctx, &keyWatch{
+		filter: proto.CardKeys(),
+		idOf:   proto.CardIDFromKey,
+		decode: func(e jetstream.KeyValueEntry) (any, error) { return decodeLease(e) },
+		put:    func(id string, v any) { fn(id, v.(*proto.CardStatus)) },
+		del:    func(id string) { fn(id, nil) },
+	})
+}
+
+// startWatch runs w until ctx is done, returning once its initial sync is complete (see
+// WatchCards).
+func (r *Registry) startWatch(ctx context.Context, w *keyWatch) error {
 	wait := DefaultSyncWait
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 		wait = time.Until(dl)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &cardWatch{r: r, fn: fn, known: map[string]bool{}, synced: make(chan struct{}), done: make(chan struct{})}
+	w.r, w.known, w.synced, w.done = r, map[string]bool{}, make(chan struct{}), make(chan struct{})
 	r.watchers.Add(1)
 	go func() {
 		defer r.watchers.Done()
@@ -271,11 +283,16 @@ func (r *Registry) WatchCards(ctx context.Context, fn func(cardID string, st *pr
 	}
 }
 
-// cardWatch is the state of one WatchCards goroutine.
-type cardWatch struct {
+// keyWatch is the state of one watch goroutine over the keys matching filter.
+type keyWatch struct {
+	filter string
+	idOf   func(key string) (string, bool)            // the id a key names, false for other keys
+	decode func(jetstream.KeyValueEntry) (any, error) // a value, or an error (then it counts as gone)
+	put    func(id string, v any)
+	del    func(id string)
+
 	r      *Registry
-	fn     func(string, *proto.CardStatus)
-	known  map[string]bool // cards reported to fn and not yet reported gone
+	known  map[string]bool // ids reported to put and not yet reported gone
 	synced chan struct{}   // closed after the first initial sync
 	once   sync.Once
 	done   chan struct{} // closed when run has returned
@@ -283,7 +300,7 @@ type cardWatch struct {
 }
 
 // run restarts the KV watch (a generation) until ctx is done or the connection is closed.
-func (w *cardWatch) run(ctx context.Context) {
+func (w *keyWatch) run(ctx context.Context) {
 	// A reconnect usually means the server restarted and our ordered consumer is gone;
 	// nats.go would notice only after two missed idle heartbeats (~10 s). So a reconnect
 	// restarts the watch at once, and cuts short a backoff wait.
@@ -331,7 +348,7 @@ func (w *cardWatch) run(ctx context.Context) {
 // generation runs one KV watch: a snapshot of the current leases, then live changes, until
 // ctx is done, the client reconnects, or the watch breaks. synced says whether the snapshot
 // was complete.
-func (w *cardWatch) generation(ctx context.Context, gen int, reconnected <-chan nats.Status) (synced bool, err error) {
+func (w *keyWatch) generation(ctx context.Context, gen int, reconnected <-chan nats.Status) (synced bool, err error) {
 	if gen > 0 {
 		if _, err := w.r.createBucket(ctx); err != nil {
 			return false, err
@@ -341,7 +358,7 @@ func (w *cardWatch) generation(ctx context.Context, gen int, reconnected <-chan 
 	gctx, cancel := context.WithCancel(ctx)
 	// kv.Watch creates the consumer with gctx, which has no deadline: bound it by hand.
 	create := time.AfterFunc(opTimeout, cancel)
-	kw, err := w.r.kv.Watch(gctx, proto.CardKeys())
+	kw, err := w.r.kv.Watch(gctx, w.filter)
 	if !create.Stop() {
 		if err == nil {
 			stopWatch(cancel, kw)
@@ -354,7 +371,7 @@ func (w *cardWatch) generation(ctx context.Context, gen int, reconnected <-chan 
 	}
 	defer stopWatch(cancel, kw)
 
-	seen := map[string]bool{} // cards in this generation's snapshot
+	seen := map[string]bool{} // ids in this generation's snapshot
 	for {
 		select {
 		case <-ctx.Done():
@@ -384,9 +401,9 @@ func (w *cardWatch) generation(ctx context.Context, gen int, reconnected <-chan 
 	}
 }
 
-// apply reports one KV entry to fn and returns the card id if the card is (still) present.
-func (w *cardWatch) apply(e jetstream.KeyValueEntry) string {
-	id, ok := proto.CardIDFromKey(e.Key())
+// apply reports one KV entry and returns its id if the entry is (still) present.
+func (w *keyWatch) apply(e jetstream.KeyValueEntry) string {
+	id, ok := w.idOf(e.Key())
 	if !ok {
 		return ""
 	}
@@ -394,22 +411,22 @@ func (w *cardWatch) apply(e jetstream.KeyValueEntry) string {
 		w.gone(id)
 		return ""
 	}
-	st, err := decodeLease(e)
+	v, err := w.decode(e)
 	if err != nil {
-		w.r.log.Warn("skipping card lease", "bucket", w.r.cfg.Bucket, "err", err)
+		w.r.log.Warn("skipping registry entry", "bucket", w.r.cfg.Bucket, "err", err)
 		w.gone(id)
 		return ""
 	}
 	w.known[id] = true
-	w.fn(id, st)
+	w.put(id, v)
 	return id
 }
 
-// gone reports a known card as gone, once.
-func (w *cardWatch) gone(id string) {
+// gone reports a known id as gone, once.
+func (w *keyWatch) gone(id string) {
 	if w.known[id] {
 		delete(w.known, id)
-		w.fn(id, nil)
+		w.del(id)
 	}
 }
 

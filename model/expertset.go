@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/moemesh/moemesh/ascend"
 )
@@ -25,13 +26,20 @@ type expertWeights struct {
 // experts runs: an expert daemon's card, the in-process Local experts, a router's shared
 // expert. Sharing it is what makes mesh and local results agree.
 //
-// An ExpertSet is not safe for concurrent use; its owner serialises calls (as it must for
-// the card anyway).
+// Concurrency: Has, Keys and Len may be called from any goroutine at any time, and the
+// set of experts may change (Add, Remove) while another goroutine computes: Compute holds
+// a read lock for its whole run, so Remove frees an expert's memory only once no running
+// computation can use it, and a computation sees each expert either wholly present or
+// absent (ErrNotLoaded). Compute calls themselves must be serialised by the owner (they
+// share scratch), and the card's own rule applies to the device operations of Add, Remove
+// and Compute (an ascend.Card is used by one goroutine at a time: a daemon runs them all on
+// the card's worker).
 type ExpertSet struct {
 	card   ascend.Card
 	hidden int
 	inter  int
 	limit  float32
+	mu     sync.RWMutex // guards w
 	w      map[ExpertKey]*expertWeights
 
 	// Host scratch reused across calls so the steady state allocates little.
@@ -59,14 +67,21 @@ func (s *ExpertSet) Card() ascend.Card { return s.card }
 func (s *ExpertSet) Hidden() int { return s.hidden }
 
 // Has reports whether the expert is held.
-func (s *ExpertSet) Has(k ExpertKey) bool { _, ok := s.w[k]; return ok }
+func (s *ExpertSet) Has(k ExpertKey) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.w[k]
+	return ok
+}
 
 // Keys lists the held experts in (layer, expert) order.
 func (s *ExpertSet) Keys() []ExpertKey {
+	s.mu.RLock()
 	keys := make([]ExpertKey, 0, len(s.w))
 	for k := range s.w {
 		keys = append(keys, k)
 	}
+	s.mu.RUnlock()
 	slices.SortFunc(keys, func(a, b ExpertKey) int {
 		if a.Layer != b.Layer {
 			return a.Layer - b.Layer
@@ -77,7 +92,16 @@ func (s *ExpertSet) Keys() []ExpertKey {
 }
 
 // Len is the number of experts held.
-func (s *ExpertSet) Len() int { return len(s.w) }
+func (s *ExpertSet) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.w)
+}
+
+// ExpertBytes is the device memory one expert's weights of dtype dt take in this set.
+func (s *ExpertSet) ExpertBytes(dt ascend.DType) int64 {
+	return 3 * int64(s.inter) * int64(s.hidden) * int64(dt.Size())
+}
 
 // ExpertWeights is one expert's tensors as raw little-endian bytes of dtype DType:
 // Gate and Up are [I, H], Down is [H, I] (a Linear's [out, in]).
@@ -121,17 +145,27 @@ func (s *ExpertSet) Add(k ExpertKey, w ExpertWeights) (err error) {
 	if err = s.card.Write(ew.down, 0, w.Down); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.w[k]; dup { // added meanwhile by another goroutine
+		return fmt.Errorf("%w: expert %v is already on card %d", ascend.ErrInvalid, k, s.card.ID())
+	}
 	s.w[k] = ew
 	return nil
 }
 
-// Remove frees an expert's memory.
+// Remove frees an expert's memory. It waits for a Compute running on another goroutine to
+// finish, so the memory is never freed under a running computation.
 func (s *ExpertSet) Remove(k ExpertKey) error {
+	s.mu.Lock()
 	ew, ok := s.w[k]
+	if ok {
+		delete(s.w, k)
+	}
+	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: %v on card %d", ErrNotLoaded, k, s.card.ID())
 	}
-	delete(s.w, k)
 	return s.free(ew)
 }
 
@@ -150,7 +184,7 @@ func (s *ExpertSet) free(ew *expertWeights) error {
 // Close frees every expert.
 func (s *ExpertSet) Close() error {
 	var first error
-	for k := range s.w {
+	for _, k := range s.Keys() {
 		if err := s.Remove(k); err != nil && first == nil {
 			first = err
 		}
@@ -191,6 +225,8 @@ func (s *ExpertSet) Compute(b Batch, pairs bool, out []float32) error {
 		clear(out)
 		return nil
 	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	// rowOf[j]: the row of pair j; order: pairs sorted by expert (stable), the grouping the
 	// grouped matmul needs.
 	s.rowOf = resize(s.rowOf, np)

@@ -9,11 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/model/decoder"
 	"github.com/moemesh/moemesh/model/nn"
 	"github.com/moemesh/moemesh/model/tokenizer"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // EngineConfig configures the generation engine of one router.
@@ -38,7 +41,11 @@ type EngineConfig struct {
 	TenantQueue, Queue int
 	// Deadline is the default time a request may take (default 10 minutes).
 	Deadline time.Duration
-	Logger   *slog.Logger
+	// TraceDetail is how deep a sampled request's trace goes (default request: one span
+	// per request; layer adds step, MoE layer and card spans; op adds the daemons'
+	// compute spans). The level travels to the daemons in the trace's baggage.
+	TraceDetail tracing.Detail
+	Logger      *slog.Logger
 }
 
 func (c *EngineConfig) defaults() error {
@@ -122,6 +129,7 @@ type job struct {
 	admitted int64
 	retries  int
 	pending  proto.TokenEvent // what this step produced, sent after it
+	span     trace.Span       // the request's "generate" span, ended by finish
 }
 
 // NewEngine makes an engine; Run drives it.
@@ -145,6 +153,22 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 // 400 for what the model cannot take, 413 for a request whose KV cache alone exceeds the
 // budget, 429 when the tenant's queue is full, 503 when the engine is full or closed.
 func (e *Engine) Submit(req *proto.GenerateRequest, emit Emit) (queued int, err error) {
+	return e.SubmitContext(context.Background(), req, emit)
+}
+
+// SubmitContext is Submit for a request whose trace context is in ctx: the request's
+// "generate" span is a child of ctx's span and ends when the request finishes.
+func (e *Engine) SubmitContext(ctx context.Context, req *proto.GenerateRequest, emit Emit) (queued int, err error) {
+	span := startGenerate(ctx, req)
+	defer func() {
+		if err != nil {
+			endSpan(span, err)
+		}
+	}()
+	return e.submit(req, emit, span)
+}
+
+func (e *Engine) submit(req *proto.GenerateRequest, emit Emit, span trace.Span) (queued int, err error) {
 	if err := req.Validate(); err != nil {
 		return 0, err
 	}
@@ -178,7 +202,7 @@ func (e *Engine) Submit(req *proto.GenerateRequest, emit Emit) (queued int, err 
 	}
 	now := time.Now()
 	j := &job{req: req, emit: emit, toks: append(make([]int32, 0, capacity), req.Prompt...), capacity: capacity,
-		sampler: sampler, stop: stopper{stops: req.Stop}, received: now, deadline: now.Add(e.cfg.Deadline)}
+		sampler: sampler, stop: stopper{stops: req.Stop}, received: now, deadline: now.Add(e.cfg.Deadline), span: span}
 	if req.Deadline > 0 {
 		j.deadline = time.Unix(0, req.Deadline)
 	}
@@ -400,6 +424,9 @@ func (e *Engine) admit(resident []*job) []*job {
 			continue
 		}
 		j.seq = seq
+		if j.span != nil {
+			j.span.AddEvent("admitted")
+		}
 		t.resident++
 		e.nextAdm++
 		j.admitted = e.nextAdm

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // ErrNoReplica: an expert a step needs has no live replica anywhere.
@@ -38,7 +40,12 @@ type MeshConfig struct {
 	AttemptTimeout time.Duration
 	// Rounds is how many times a step re-plans failed batches onto other replicas (default 4).
 	Rounds int
-	Logger *slog.Logger
+	// ID names this router in its load reports (default: a random id).
+	ID string
+	// LoadInterval is how often the router publishes its per-(layer, expert) dispatch
+	// counts on proto.LoadSubject for the placement controller (default 1s; < 0: never).
+	LoadInterval time.Duration
+	Logger       *slog.Logger
 }
 
 func (c *MeshConfig) defaults() error {
@@ -63,6 +70,12 @@ func (c *MeshConfig) defaults() error {
 	if c.Rounds <= 0 {
 		c.Rounds = 4
 	}
+	if c.ID == "" {
+		c.ID = "router-" + strconv.FormatUint(rand.Uint64(), 36)
+	}
+	if c.LoadInterval == 0 {
+		c.LoadInterval = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -75,6 +88,8 @@ type Mesh struct {
 	cfg  MeshConfig
 	tab  *table
 	stop context.CancelFunc
+	load *loadCounter
+	wg   sync.WaitGroup // the load publisher
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -94,18 +109,28 @@ func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) 
 	if err != nil {
 		return nil, fmt.Errorf("router: registry: %w", err)
 	}
-	m := &Mesh{nc: nc, cfg: cfg, tab: newTable(), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+	m := &Mesh{nc: nc, cfg: cfg, tab: newTable(), load: newLoadCounter(), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
 	wctx, stop := context.WithCancel(context.Background())
 	m.stop = stop
 	if err := reg.WatchCards(wctx, func(id string, st *proto.CardStatus) { m.tab.update(cfg.Model, id, st) }); err != nil {
 		stop()
 		return nil, fmt.Errorf("router: watching cards: %w", err)
 	}
+	if cfg.LoadInterval > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			publishLoad(wctx, nc, proto.LoadSubject(cfg.Model), cfg.ID, cfg.LoadInterval, m.load)
+		}()
+	}
 	return m, nil
 }
 
-// Close stops following the registry.
-func (m *Mesh) Close() { m.stop() }
+// Close stops following the registry and publishing load.
+func (m *Mesh) Close() {
+	m.stop()
+	m.wg.Wait()
+}
 
 // WaitFor blocks until every key has a ready replica, or ctx is done.
 func (m *Mesh) WaitFor(ctx context.Context, keys []model.ExpertKey) error {
@@ -165,6 +190,7 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 	if err := r.Validate(t, m.cfg.Experts); err != nil {
 		return err
 	}
+	m.load.add(layer, r.Experts)
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.LayerTimeout)
 	defer cancel()
 
@@ -371,13 +397,18 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 	if dl, ok := actx.Deadline(); ok {
 		msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
 	}
-	if t := tenantHeader(ctx, &s.batch, s.rows); t != "" {
-		msg.Header.Set(proto.HeaderTenant, t)
+	tenants := tenantHeader(ctx, &s.batch, s.rows)
+	if tenants != "" {
+		msg.Header.Set(proto.HeaderTenant, tenants)
 	}
 	rows := int64(s.batch.Rows())
+	actx, span := m.startAttempt(actx, s, msg, tenants)
 	s.card.inflight.Add(rows)
 	reply, err := mesh.Request(actx, m.nc, msg)
 	s.card.inflight.Add(-rows)
+	if span != nil {
+		endSpan(span, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -424,4 +455,20 @@ func (m *Mesh) combine(done []*send, r model.Routing, hidden int, out []float32)
 		}
 	}
 	return nil
+}
+
+// startAttempt starts the CLIENT span of one batch sent to one card (one per attempt:
+// re-sends get their own) and injects its context into msg's headers; the card's daemon
+// continues the trace. Outside a recording trace (detail below layer, or not sampled) it
+// does nothing and returns a nil span.
+func (m *Mesh) startAttempt(ctx context.Context, s *send, msg *nats.Msg, tenants string) (context.Context, trace.Span) {
+	if !tracing.Recording(ctx) {
+		return ctx, nil
+	}
+	ctx, span := tracing.Tracer().Start(ctx, "send "+msg.Subject, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(tracing.System, tracing.Destination.String(msg.Subject), tracing.Operation.String("send"),
+			tracing.BodySize.Int(len(msg.Data)), tracing.Layer.Int(int(s.batch.Layer)), tracing.Card.String(s.card.id),
+			tracing.Rows.Int(s.batch.Rows()), tracing.Pairs.Int(len(s.batch.Experts)), tracing.Tenant.String(tenants)))
+	tracing.Inject(ctx, msg.Header)
+	return ctx, span
 }

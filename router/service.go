@@ -12,6 +12,7 @@ import (
 
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/proto"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // ServiceConfig configures the generation service of one router.
@@ -112,7 +113,9 @@ func (s *service) generate(req micro.Request) {
 	// The Moe-Deadline header bounds this request-reply only; the generation's deadline
 	// is the body's.
 	inbox, id := r.Inbox, r.ID
-	queued, err := s.cfg.Engine.Submit(&r, func(ev *proto.TokenEvent) {
+	// The gateway's generation span, from the headers, parents the request's span.
+	ctx := tracing.Extract(context.Background(), req.Headers())
+	queued, err := s.cfg.Engine.SubmitContext(ctx, &r, func(ev *proto.TokenEvent) {
 		data, err := proto.Marshal(ev)
 		if err == nil {
 			msg := &nats.Msg{Subject: inbox, Data: data, Header: nats.Header{proto.HeaderRequest: {id}}}

@@ -1,7 +1,9 @@
-// Package tracing holds moemesh's OpenTelemetry glue: the W3C trace-context carrier over NATS
-// headers (lowercase keys, as the spec writes them) and the attribute keys used on spans.
-// Provider setup from OTEL_* settings arrives with the observability work; until then the
-// global (no-op) provider is used and propagation costs next to nothing.
+// Package tracing holds moemesh's OpenTelemetry glue: provider setup (Setup, from a Config
+// that cmd/ fills from the standard OTEL_* environment), the W3C trace-context and baggage
+// carrier over NATS headers (lowercase keys, as the spec writes them), the detail level
+// (request | layer | op) that decides how many spans a request makes, and the attribute
+// keys used on spans. Without Setup the global (no-op) provider is used and propagation
+// costs next to nothing.
 //
 // Import rule: tracing imports only OpenTelemetry and the standard library.
 package tracing

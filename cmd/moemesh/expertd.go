@@ -79,6 +79,11 @@ func newExpertd(g *globals) *cobra.Command {
 				}
 				ccs = append(ccs, expertd.CardConfig{ID: fmt.Sprintf("%s-c%d", id, dev), Device: dev, Budget: int64(budget), Experts: keys})
 			}
+			stopTracing, err := setupTracing(cmd.Context(), "moemesh-expertd", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			nc, err := mesh.Connect(cmd.Context(), natsURL, "moemesh-expertd-"+id)
 			if err != nil {
 				return err
@@ -107,7 +112,7 @@ func newExpertd(g *globals) *cobra.Command {
 	f.StringVar(&cards, "cards", "0", "device indices to drive, e.g. 0-7 (ASCEND_VISIBLE_DEVICES is honoured)")
 	f.StringVar(&cardMem, "card-memory", "0", "memory budget per card, e.g. 64GiB (0: the device's own)")
 	f.StringVar(&layers, "layers", "all", "MoE layers to serve, e.g. 1-3,5")
-	f.StringVar(&experts, "experts", "all", "experts to serve: one set for every card or ';'-separated sets per card, e.g. \"0-7;8-15\"")
+	f.StringVar(&experts, "experts", "all", "experts to serve: one set for every card or ';'-separated sets per card, e.g. \"0-7;8-15\"; none: start empty, for the placement controller (moemesh router --controller)")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9102")
 	f.DurationVar(&heartbeat, "heartbeat", time.Second, "lease heartbeat; a card is gone after 3 missed beats")
 	return c

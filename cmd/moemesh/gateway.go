@@ -28,6 +28,11 @@ func newGateway(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopTracing, err := setupTracing(cmd.Context(), "moemesh-gateway", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			if name == "" {
 				name = defName
 			}

@@ -32,7 +32,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("MOEMESH_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env MOEMESH_LOG_LEVEL)")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", os.Getenv("MOEMESH_LOG_JSON") != "", "log as JSON lines (env MOEMESH_LOG_JSON)")
-	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g), newTokenize(g), newGenerate(g), newRouter(g), newGateway(g))
+	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g), newTokenize(g), newGenerate(g), newRouter(g), newGateway(g), newStatus(g))
 	return root
 }
 

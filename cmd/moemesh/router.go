@@ -14,6 +14,7 @@ import (
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/proto"
 	"github.com/moemesh/moemesh/router"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // engineFlags are the generation engine's knobs, shared by router and up.
@@ -21,6 +22,7 @@ type engineFlags struct {
 	kvMemory                               string
 	maxSeqs, maxBatch, stepTokens, tenantQ int
 	deadline                               time.Duration
+	traceDetail                            string
 }
 
 func (f *engineFlags) register(fs *pflag.FlagSet) {
@@ -30,6 +32,7 @@ func (f *engineFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.stepTokens, "step-tokens", 512, "tokens per step: prompt chunks and decode tokens together")
 	fs.IntVar(&f.tenantQ, "tenant-queue", 64, "waiting requests per tenant (beyond: 429)")
 	fs.DurationVar(&f.deadline, "deadline", 10*time.Minute, "default deadline of a generation")
+	fs.StringVar(&f.traceDetail, "trace-detail", envOr("MOEMESH_TRACE_DETAIL", "request"), "spans per sampled request: request, layer (steps, MoE layers, cards) or op (plus the daemons' compute) (env MOEMESH_TRACE_DETAIL)")
 }
 
 func (f *engineFlags) config() (router.EngineConfig, error) {
@@ -40,8 +43,12 @@ func (f *engineFlags) config() (router.EngineConfig, error) {
 			return router.EngineConfig{}, fmt.Errorf("--kv-memory: %w", err)
 		}
 	}
+	detail, err := tracing.ParseDetail(f.traceDetail)
+	if err != nil {
+		return router.EngineConfig{}, fmt.Errorf("--trace-detail: %w", err)
+	}
 	return router.EngineConfig{KVBudget: int64(kv), MaxSeqs: f.maxSeqs, MaxBatch: f.maxBatch,
-		StepTokens: f.stepTokens, TenantQueue: f.tenantQ, Deadline: f.deadline}, nil
+		StepTokens: f.stepTokens, TenantQueue: f.tenantQ, Deadline: f.deadline, TraceDetail: detail}, nil
 }
 
 func newRouter(g *globals) *cobra.Command {
@@ -51,6 +58,8 @@ func newRouter(g *globals) *cobra.Command {
 		local, exact                 bool
 		ef                           engineFlags
 		drain                        time.Duration
+		controller                   bool
+		minReplicas                  int
 	)
 	c := &cobra.Command{
 		Use:   "router",
@@ -74,12 +83,26 @@ func newRouter(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopTracing, err := setupTracing(cmd.Context(), "moemesh-router", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			ctx := cmd.Context()
 			nc, err := mesh.Connect(ctx, natsURL, "moemesh-router-"+id)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
+			// The controller starts first: the router waits for every expert to have a
+			// replica, which daemons started empty get only from the controller.
+			stopCtl := func() {}
+			if controller {
+				if stopCtl, err = startController(ctx, nc, dir, name, id, minReplicas, log); err != nil {
+					return err
+				}
+				defer stopCtl()
+			}
 			r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: local, Exact: exact, Engine: ec, Logger: log})
 			if err != nil {
 				return err
@@ -91,6 +114,7 @@ func newRouter(g *globals) *cobra.Command {
 			if err := router.Serve(ctx, router.ServiceConfig{ID: id, Model: name, Conn: nc, Engine: r.Engine, Drain: drain, Logger: log}); err != nil {
 				return err
 			}
+			stopCtl() // resigns the leader lease while the connection is up
 			return nc.Drain()
 		},
 	}
@@ -103,6 +127,8 @@ func newRouter(g *globals) *cobra.Command {
 	f.BoolVar(&exact, "exact", false, "mesh combine in pairs mode over an f32 wire: logits equal --local bit for bit")
 	f.DurationVar(&drain, "drain", 30*time.Second, "on SIGTERM, how long to finish running generations")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9101")
+	f.BoolVar(&controller, "controller", false, "also run the placement controller (leader-elected: one of the routers with this flag places experts)")
+	f.IntVar(&minReplicas, "min-replicas", 1, "with --controller: the fewest cards every expert is on")
 	ef.register(f)
 	return c
 }

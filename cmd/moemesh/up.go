@@ -35,6 +35,11 @@ func newUp(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			stopTracing, err := setupTracing(cmd.Context(), "moemesh", log)
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			st, err := stack.Start(ctx, stack.Config{ModelDir: dir, Model: name, Daemons: daemons, Replicated: replicas, Logger: log})
 			if err != nil {
 				return err

@@ -55,6 +55,9 @@ type Stack struct {
 	mu      sync.Mutex
 	errs    []error
 	daemons []*expertd.Daemon
+	stops   []context.CancelFunc // per daemon
+	stopped []chan struct{}      // closed when the daemon's Run has returned
+	dconns  []*nats.Conn         // per daemon
 }
 
 // Spread places experts [0, experts) round-robin over cards, then adds the first
@@ -135,10 +138,15 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			return nil, err
 		}
 		s.daemons = append(s.daemons, d)
+		s.dconns = append(s.dconns, nc)
+		dctx, stop := context.WithCancel(runCtx)
+		stopped := make(chan struct{})
+		s.stops, s.stopped = append(s.stops, stop), append(s.stopped, stopped)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := d.Run(runCtx); err != nil {
+			defer close(stopped)
+			if err := d.Run(dctx); err != nil {
 				s.mu.Lock()
 				s.errs = append(s.errs, fmt.Errorf("daemon %s: %w", id, err))
 				s.mu.Unlock()
@@ -156,6 +164,32 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 	return s, nil
+}
+
+// StopDaemon stops daemon i (it drains and removes its lease, as on SIGTERM) and waits
+// until it has, or ctx is done.
+func (s *Stack) StopDaemon(ctx context.Context, i int) error {
+	if i < 0 || i >= len(s.stops) {
+		return fmt.Errorf("stack: no daemon %d", i)
+	}
+	s.stops[i]()
+	select {
+	case <-s.stopped[i]:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stack: daemon %d still stopping: %w", i, ctx.Err())
+	}
+}
+
+// KillDaemon cuts daemon i off the mesh as a crash would: its connection closes at once
+// (no draining lease, no lease removal: the lease lapses by its TTL), then its goroutines
+// are stopped and waited for, or ctx is done.
+func (s *Stack) KillDaemon(ctx context.Context, i int) error {
+	if i < 0 || i >= len(s.stops) {
+		return fmt.Errorf("stack: no daemon %d", i)
+	}
+	s.dconns[i].Close()
+	return s.StopDaemon(ctx, i)
 }
 
 // CardIDs lists the card ids of the stack's daemons, in daemon order.
