@@ -419,9 +419,9 @@ func encode(dt ascend.DType, src []float32) []byte {
 		case ascend.F32:
 			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 		case ascend.BF16:
-			binary.LittleEndian.PutUint16(out[2*i:], f32ToBF16(v))
+			binary.LittleEndian.PutUint16(out[2*i:], ascend.F32ToBF16(v))
 		case ascend.F16:
-			binary.LittleEndian.PutUint16(out[2*i:], f32ToF16(v))
+			binary.LittleEndian.PutUint16(out[2*i:], ascend.F32ToF16(v))
 		}
 	}
 	return out
@@ -434,9 +434,9 @@ func decode(dt ascend.DType, raw []byte, dst []float32) {
 		case ascend.F32:
 			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 		case ascend.BF16:
-			dst[i] = bf16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+			dst[i] = ascend.BF16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
 		case ascend.F16:
-			dst[i] = f16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+			dst[i] = ascend.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
 		}
 	}
 }

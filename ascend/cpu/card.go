@@ -247,9 +247,9 @@ func (c *card) WriteF32(b ascend.Buffer, off int, src []float32) error {
 	case ascend.F32:
 		copy(bb.f32[off:], src)
 	case ascend.BF16:
-		F32sToBF16s(bb.u16[off:], src)
+		ascend.F32sToBF16s(bb.u16[off:], src)
 	case ascend.F16:
-		F32sToF16s(bb.u16[off:], src)
+		ascend.F32sToF16s(bb.u16[off:], src)
 	}
 	return nil
 }
@@ -270,9 +270,9 @@ func (c *card) ReadF32(b ascend.Buffer, dst []float32) error {
 	case ascend.F32:
 		copy(dst, bb.f32)
 	case ascend.BF16:
-		BF16sToF32s(dst, bb.u16)
+		ascend.BF16sToF32s(dst, bb.u16)
 	case ascend.F16:
-		F16sToF32s(dst, bb.u16)
+		ascend.F16sToF32s(dst, bb.u16)
 	}
 	return nil
 }

@@ -10,8 +10,8 @@
 // Both give bit-identical results, in a summation order fixed per output element (see
 // kernel.go), so a row's result never depends on the batch around it or the thread count.
 //
-// The exported conversions (BF16ToF32, F32ToBF16, F16ToF32, F32ToF16 and the bulk slice
-// forms) define the module's rounding: round to nearest even, NaN kept NaN.
+// Storage conversions come from ascend (BF16ToF32, F32ToBF16, ...): one definition of the
+// module's rounding for every backend.
 //
 // Import rule: cpu imports ascend, the standard library and golang.org/x/sys/cpu (feature
 // detection); nothing else from the module.

@@ -39,9 +39,9 @@ func (w *wmat) at(n, k int) float32 {
 	case ascend.F32:
 		return w.f32[i]
 	case ascend.BF16:
-		return BF16ToF32(w.u16[i])
+		return ascend.BF16ToF32(w.u16[i])
 	}
-	return F16ToF32(w.u16[i])
+	return ascend.F16ToF32(w.u16[i])
 }
 
 // fold is step 2 of the summation order.
@@ -97,14 +97,14 @@ func lanesGo(acc *[lanes]float32, x []float32, w *wmat, n, k0 int) {
 		ws := w.u16[off : off+kn]
 		for i := 0; i+lanes <= kn; i += lanes {
 			xv, wv := x[i:i+lanes:i+lanes], ws[i:i+lanes:i+lanes]
-			a0 += float32(xv[0] * F16ToF32(wv[0]))
-			a1 += float32(xv[1] * F16ToF32(wv[1]))
-			a2 += float32(xv[2] * F16ToF32(wv[2]))
-			a3 += float32(xv[3] * F16ToF32(wv[3]))
-			a4 += float32(xv[4] * F16ToF32(wv[4]))
-			a5 += float32(xv[5] * F16ToF32(wv[5]))
-			a6 += float32(xv[6] * F16ToF32(wv[6]))
-			a7 += float32(xv[7] * F16ToF32(wv[7]))
+			a0 += float32(xv[0] * ascend.F16ToF32(wv[0]))
+			a1 += float32(xv[1] * ascend.F16ToF32(wv[1]))
+			a2 += float32(xv[2] * ascend.F16ToF32(wv[2]))
+			a3 += float32(xv[3] * ascend.F16ToF32(wv[3]))
+			a4 += float32(xv[4] * ascend.F16ToF32(wv[4]))
+			a5 += float32(xv[5] * ascend.F16ToF32(wv[5]))
+			a6 += float32(xv[6] * ascend.F16ToF32(wv[6]))
+			a7 += float32(xv[7] * ascend.F16ToF32(wv[7]))
 		}
 	}
 	acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7] = a0, a1, a2, a3, a4, a5, a6, a7

@@ -173,13 +173,8 @@ func (e *Embedding) Lookup(out []float32, ids []int32) error {
 			continue
 		}
 		for i, b := range e.bf16[r : r+e.dim] {
-			dst[i] = bf16ToF32(b)
+			dst[i] = ascend.BF16ToF32(b)
 		}
 	}
 	return nil
-}
-
-// bf16ToF32 widens bf16 bits exactly: bf16 is the top half of an f32.
-func bf16ToF32(b uint16) float32 {
-	return float32frombits(uint32(b) << 16)
 }

@@ -1,9 +1,10 @@
-package cpu
+package ascend
 
 import "math"
 
 // Conversions between float32 and the 16-bit storage types. They are the definition of
-// rounding for the whole module: proto repeats them (it may import nothing from the module),
+// rounding for the whole module (backends and model/nn use these; proto, which may import
+// nothing from the module, repeats them),
 // and ascendtest checks every backend against an independent float64 implementation.
 
 // BF16ToF32 widens a bfloat16 exactly: a bf16 is the top half of an f32.
