@@ -84,13 +84,8 @@ func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) e
 	if !ok || !ok2 || xn != n {
 		return fmt.Errorf("%w: %s: out %v and x %v are not [R, N] and [P, N]", ascend.ErrShape, op, ob.shape, xb.shape)
 	}
-	if len(dst) != len(src) || len(w) != len(src) {
-		return fmt.Errorf("%w: %s: %d src, %d dst and %d weights", ascend.ErrShape, op, len(src), len(dst), len(w))
-	}
-	for i := range src {
-		if s, d := src[i], dst[i]; s < 0 || int(s) >= p || d < 0 || int(d) >= r {
-			return fmt.Errorf("%w: %s: pair %d maps x row %d (of %d) to out row %d (of %d)", ascend.ErrShape, op, i, s, p, d, r)
-		}
+	if err := ascend.CheckScatterAdd(op, src, dst, w, p, r); err != nil {
+		return err
 	}
 	const colsPerTask = 256
 	cols := max(colsPerTask, elemTask/max(len(src), 1))
