@@ -57,11 +57,12 @@ func BenchmarkTenantFairness(b *testing.B) {
 
 		// flood keeps n long requests of c in flight until stop.
 		flood := func(c openai.Client, n int, stop context.Context, wg *sync.WaitGroup) {
-			for range n {
+			for k := range n {
 				wg.Go(func() {
 					for stop.Err() == nil {
+						// Lengths differ so the requests do not all end, and prefill again, in one step.
 						_, _ = c.Completions.New(stop, openai.CompletionNewParams{Model: openai.CompletionNewParamsModel(f.name),
-							Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("A heavy tenant writes a long essay.")}, MaxTokens: openai.Int(400)})
+							Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("A heavy tenant writes a long essay.")}, MaxTokens: openai.Int(int64(200 + 20*k))})
 					}
 				})
 			}
