@@ -100,6 +100,9 @@ var rules = []rule{
 	{"model/nn and model/safetensors stay leaves (ascend at most)", func(from, to string) bool {
 		return (under(from, "model/nn") || under(from, "model/safetensors")) && to != "ascend" && !under(to, from)
 	}},
+	{"model/quant is a leaf (number formats only)", func(from, to string) bool {
+		return under(from, "model/quant") && !under(to, "model/quant")
+	}},
 	{"ascend backends import only ascend", func(from, to string) bool {
 		return under(from, "ascend") && from != "ascend" && !under(to, "ascend")
 	}},
@@ -133,9 +136,10 @@ func TestRulesCatchViolations(t *testing.T) {
 	// The rules must be able to fail: known-bad edges are flagged, known-good ones are not.
 	bad := [][2]string{{"proto", "ascend"}, {"router", "expertd"}, {"gateway/http", "router"},
 		{"model", "router"}, {"model", "model/qwen3moe"}, {"ascend/cpu", "model"}, {"mesh", "model"},
-		{"router", "internal/stack"}}
+		{"router", "internal/stack"}, {"model/quant", "model"}, {"model/quant", "ascend"}}
 	good := [][2]string{{"router", "mesh"}, {"expertd", "model"}, {"model/qwen3moe", "model"},
-		{"model", "model/safetensors"}, {"ascend/cpu", "ascend"}, {"cmd/moemesh", "internal/stack"}}
+		{"model", "model/safetensors"}, {"ascend/cpu", "ascend"}, {"cmd/moemesh", "internal/stack"},
+		{"model/deepseek4", "model/quant"}, {"model/deepseek4", "model"}}
 	flag := func(e [2]string) bool {
 		for _, r := range rules {
 			if r.bad(e[0], e[1]) {
