@@ -31,6 +31,7 @@ type Gateway struct {
 	created int64 // unix seconds, the "created" of /v1/models
 	mux     *http.ServeMux
 	handler http.Handler // mux inside the tracing wrapper
+	regs    registries   // the models' registries, for /v1/mesh
 }
 
 // served is a model with what the gateway needs of it: its tokenizer, chat template and
@@ -95,6 +96,7 @@ func New(cfg Config, nc *nats.Conn) (*Gateway, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	g.mux.HandleFunc("GET /readyz", g.handleReady)
+	g.mux.HandleFunc("GET /v1/mesh", g.handleMesh)
 	g.mux.Handle("GET /metrics", g.metrics)
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error",

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,7 +46,20 @@ type MeshConfig struct {
 	// LoadInterval is how often the router publishes its per-(layer, expert) dispatch
 	// counts on proto.LoadSubject for the placement controller (default 1s; < 0: never).
 	LoadInterval time.Duration
-	Logger       *slog.Logger
+	// HedgeAfter: when a card has not answered a batch after this long, the same rows go to
+	// other ready replicas too and the first complete answer wins (0: no hedging). See
+	// SetHedgeAfter.
+	HedgeAfter time.Duration
+	// HedgeFactor > 0 adapts the hedge delay to the mesh: HedgeFactor × the median answer
+	// time of the fastest card (each card's median over its recent batches), never less
+	// than HedgeAfter. A straggler is then measured against a healthy replica, and when
+	// every card is slow (overload) the baseline rises with them and hedges, which would
+	// only add load, stop firing. See SetHedgeFactor.
+	HedgeFactor float64
+	// ExpertMetrics caps the per-(layer, expert) series the Collector exports: 0 none,
+	// N > 0 the N most routed experts, < 0 all of them. See ParseExpertMetrics.
+	ExpertMetrics int
+	Logger        *slog.Logger
 }
 
 func (c *MeshConfig) defaults() error {
@@ -79,6 +93,12 @@ func (c *MeshConfig) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.HedgeAfter < 0 {
+		return fmt.Errorf("router: hedge-after %v < 0", c.HedgeAfter)
+	}
+	if !(c.HedgeFactor >= 0 && c.HedgeFactor <= 1000) {
+		return fmt.Errorf("router: hedge factor %g, want 0 (off) to 1000", c.HedgeFactor)
+	}
 	return nil
 }
 
@@ -90,6 +110,12 @@ type Mesh struct {
 	stop context.CancelFunc
 	load *loadCounter
 	wg   sync.WaitGroup // the load publisher
+
+	// Knobs an operator may change while the mesh runs (see SetHedgeAfter).
+	hedgeAfter    atomic.Int64  // nanoseconds; 0 off
+	hedgeFactor   atomic.Uint64 // float64 bits; 0 off
+	expertMetrics atomic.Int64
+	stats         meshStats
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -110,6 +136,9 @@ func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) 
 		return nil, fmt.Errorf("router: registry: %w", err)
 	}
 	m := &Mesh{nc: nc, cfg: cfg, tab: newTable(), load: newLoadCounter(), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+	m.hedgeAfter.Store(int64(cfg.HedgeAfter))
+	m.SetHedgeFactor(cfg.HedgeFactor)
+	m.expertMetrics.Store(int64(cfg.ExpertMetrics))
 	wctx, stop := context.WithCancel(context.Background())
 	m.stop = stop
 	if err := reg.WatchCards(wctx, func(id string, st *proto.CardStatus) { m.tab.update(cfg.Model, id, st) }); err != nil {
@@ -179,6 +208,27 @@ type send struct {
 	batch proto.ExpertBatch
 	y     []float32
 	err   error
+	// hedge, when set, answered s's slots first (on other cards): its replies count
+	// instead of s's, which are ignored.
+	hedge []*send
+}
+
+// answers returns the sends whose replies hold s's slots.
+func (s *send) answers() []*send {
+	if s.hedge != nil {
+		return s.hedge
+	}
+	return []*send{s}
+}
+
+// step is one Forward's input, what a hedge needs to re-plan a card's slots.
+type step struct {
+	layer  int
+	x      []float32
+	hidden int
+	r      model.Routing
+	// avoid holds the cards that failed earlier in the step; read-only during an exchange.
+	avoid map[*cardState]bool
 }
 
 // Forward implements model.Experts.
@@ -191,6 +241,10 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		return err
 	}
 	m.load.add(layer, r.Experts)
+	m.stats.pairs.Add(int64(len(r.Experts)))
+	if m.expertMetrics.Load() != 0 {
+		m.stats.route(layer, r.Experts)
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.LayerTimeout)
 	defer cancel()
 
@@ -199,14 +253,16 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		pending[i] = int32(i)
 	}
 	var done []*send
+	st := &step{layer: layer, x: x, hidden: hidden, r: r}
 	// failed: cards that did not answer (gone or hung), skipped for the rest of the step.
 	// busy: cards that answered 503/507 (queue full, out of memory): alive, so they are
 	// avoided while another replica exists and retried after a backoff when none does.
 	failed, busy := map[*cardState]bool{}, map[*cardState]bool{}
 	var lastErr error
-	lost := 0
+	lost, round := 0, 0
 	var wait, backoff time.Duration
 	for len(pending) > 0 {
+		round++
 		if lost >= m.cfg.Rounds {
 			return fmt.Errorf("layer %d: %d pairs still unserved after %d re-sends: %w", layer, len(pending), lost, lastErr)
 		}
@@ -226,15 +282,17 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 			}
 			return err
 		}
-		m.exchange(ctx, sends)
+		st.avoid = failed
+		m.exchange(ctx, st, sends)
 		pending = pending[:0]
 		sawBusy, sawLost := false, false
 		for _, s := range sends {
 			switch {
 			case s.err == nil:
-				done = append(done, s)
+				done = append(done, s.answers()...)
 			case mesh.Retryable(s.err) && ctx.Err() == nil:
 				m.cfg.Logger.Debug("re-sending a card's batch", "layer", layer, "card", s.card.id, "err", s.err)
+				m.retried(ctx, s, round)
 				lastErr = s.err
 				if code := proto.CodeOf(s.err); code == proto.CodeUnavailable || code == proto.CodeOutOfMemory {
 					busy[s.card], sawBusy = true, true
@@ -369,17 +427,28 @@ func (m *Mesh) fill(s *send, layer int, x []float32, hidden int, r model.Routing
 }
 
 // exchange sends every batch concurrently and waits for all of them (each bounded by
-// ctx and the attempt timeout).
-func (m *Mesh) exchange(ctx context.Context, sends []*send) {
+// ctx and the attempt timeout), hedging the slow ones when hedging is on.
+func (m *Mesh) exchange(ctx context.Context, st *step, sends []*send) {
 	var wg sync.WaitGroup
 	for _, s := range sends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.err = m.request(ctx, s)
-		}()
+		wg.Go(func() { m.dispatch(ctx, st, s) })
 	}
 	wg.Wait()
+}
+
+// sendAll sends every batch concurrently, without hedging, and returns the first error.
+func (m *Mesh) sendAll(ctx context.Context, sends []*send) error {
+	var wg sync.WaitGroup
+	for _, s := range sends {
+		wg.Go(func() { s.err = m.request(ctx, s) })
+	}
+	wg.Wait()
+	for _, s := range sends {
+		if s.err != nil {
+			return fmt.Errorf("card %s: %w", s.card.id, s.err)
+		}
+	}
+	return nil
 }
 
 func (m *Mesh) request(ctx context.Context, s *send) error {
@@ -404,6 +473,8 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 	rows := int64(s.batch.Rows())
 	actx, span := m.startAttempt(actx, s, msg, tenants)
 	s.card.inflight.Add(rows)
+	s.card.stats.sent.Add(int64(len(data)))
+	start := time.Now()
 	reply, err := mesh.Request(actx, m.nc, msg)
 	s.card.inflight.Add(-rows)
 	if span != nil {
@@ -412,6 +483,9 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 	if err != nil {
 		return err
 	}
+	took := time.Since(start)
+	s.card.stats.observe(took, len(reply.Data))
+	s.card.recent.add(took)
 	var res proto.ExpertResult
 	if err := proto.DecodeExpertResult(reply.Data, &res, &s.batch); err != nil {
 		return err

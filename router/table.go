@@ -3,6 +3,7 @@ package router
 import (
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,8 @@ type cardState struct {
 	// suspectUntil: after a no-responders or timeout the card is skipped until its lease
 	// shows a heartbeat newer than the failure, or the lease lapses.
 	suspectSince atomic.Int64
+	stats        cardStats     // dispatch metrics, read at scrape time
+	recent       latencyWindow // answer times, for the adaptive hedge delay
 }
 
 // load is the work ahead of the card as this router sees it.
@@ -150,4 +153,40 @@ func (t *table) missing(keys []model.ExpertKey) []model.ExpertKey {
 		}
 	}
 	return out
+}
+
+// tableView is a consistent copy of what the table knows, for metrics and snapshots.
+type tableView struct {
+	cards    []*cardState            // sorted by id
+	states   map[string]int          // cards by state: usable, suspect, draining
+	replicas map[model.ExpertKey]int // usable ready replicas per expert
+}
+
+// view copies the table's current state.
+func (t *table) view() tableView {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	v := tableView{states: map[string]int{"usable": 0, "suspect": 0, "draining": 0}, replicas: make(map[model.ExpertKey]int, len(t.replicas))}
+	for _, c := range t.cards {
+		v.cards = append(v.cards, c)
+		switch {
+		case c.status.Draining:
+			v.states["draining"]++
+		case !c.usable():
+			v.states["suspect"]++
+		default:
+			v.states["usable"]++
+		}
+	}
+	slices.SortFunc(v.cards, func(a, b *cardState) int { return strings.Compare(a.id, b.id) })
+	for k, cs := range t.replicas {
+		n := 0
+		for _, c := range cs {
+			if c.usable() {
+				n++
+			}
+		}
+		v.replicas[k] = n
+	}
+	return v
 }

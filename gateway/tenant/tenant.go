@@ -52,6 +52,9 @@ func (t *Tenant) Allows(model string) bool {
 // file is the YAML document.
 type file struct {
 	Tenants []Tenant `yaml:"tenants"`
+	// AdminKeys ("sha256:<hex>" like api_keys) open the operator endpoints (/v1/mesh).
+	// A key may be an admin key and a tenant's key at once.
+	AdminKeys []string `yaml:"admin_keys"`
 }
 
 // Set is an immutable collection of tenants with a key index.
@@ -59,6 +62,7 @@ type Set struct {
 	open    bool
 	tenants map[string]*Tenant
 	byKey   map[[sha256.Size]byte]*Tenant
+	admins  map[[sha256.Size]byte]bool
 	ids     []string
 }
 
@@ -83,6 +87,15 @@ func (s *Set) Lookup(key string) (*Tenant, bool) {
 	// Keys are compared by their hash, so a map lookup reveals nothing about a stored key.
 	t, ok := s.byKey[sha256.Sum256([]byte(key))]
 	return t, ok
+}
+
+// IsAdmin reports whether the bearer token key is one of the file's admin_keys. An open
+// Set (no tenants file) admits everyone, as it does for tenants.
+func (s *Set) IsAdmin(key string) bool {
+	if s.open {
+		return true
+	}
+	return key != "" && s.admins[sha256.Sum256([]byte(key))]
 }
 
 // Get returns the tenant with id.
@@ -111,7 +124,14 @@ func Parse(origin string, data []byte) (*Set, error) {
 	if len(f.Tenants) == 0 {
 		return nil, fmt.Errorf("%w: %s: no tenants (without tenants, run the gateway without a tenants file)", ErrConfig, origin)
 	}
-	s := &Set{tenants: map[string]*Tenant{}, byKey: map[[sha256.Size]byte]*Tenant{}}
+	s := &Set{tenants: map[string]*Tenant{}, byKey: map[[sha256.Size]byte]*Tenant{}, admins: map[[sha256.Size]byte]bool{}}
+	for i, k := range f.AdminKeys {
+		sum, err := parseHash(k)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: admin_keys[%d]: %w", ErrConfig, origin, i, err)
+		}
+		s.admins[sum] = true
+	}
 	for i := range f.Tenants {
 		t := &f.Tenants[i]
 		where := fmt.Sprintf("%s: tenant %d (%q)", origin, i, t.ID)

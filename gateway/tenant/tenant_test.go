@@ -55,8 +55,14 @@ func TestParse(t *testing.T) {
 
 func TestStoreKeepsLastGood(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tenants.yaml")
+	// Replace the file by a rename, as config management does: writing in place lets a
+	// poll read it empty, half written.
 	write := func(s string) {
-		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,5 +110,40 @@ func TestOpen(t *testing.T) {
 	s := Open()
 	if d, ok := s.Lookup(""); !ok || d.ID != DefaultID || !d.Allows("anything") || !s.IsOpen() {
 		t.Errorf("open set: %+v %v", d, ok)
+	}
+}
+
+func TestAdminKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, err string
+		admins          map[string]bool // key → IsAdmin
+	}{
+		{"separate key", "admin_keys: [" + HashKey("sk-op") + "]\ntenants:\n  - id: a\n    api_keys: [" + hashA + "]\n", "",
+			map[string]bool{"sk-op": true, "sk-a": false, "": false, "sk-x": false}},
+		{"tenant key is admin too", "admin_keys: [" + hashA + "]\ntenants:\n  - id: a\n    api_keys: [" + hashA + "]\n", "",
+			map[string]bool{"sk-a": true}},
+		{"none", "tenants:\n  - id: a\n    api_keys: [" + hashA + "]\n", "", map[string]bool{"sk-a": false}},
+		{"plain admin key", "admin_keys: [sk-op]\ntenants:\n  - id: a\n    api_keys: [" + hashA + "]\n", "admin_keys[0]", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Parse("tenants.yaml", []byte(tc.yaml))
+			if tc.err != "" {
+				if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("error %v, want ErrConfig mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tc.admins {
+				if got := s.IsAdmin(k); got != want {
+					t.Errorf("IsAdmin(%q) = %v, want %v", k, got, want)
+				}
+			}
+		})
+	}
+	if !Open().IsAdmin("") {
+		t.Error("an open set refuses the admin endpoints")
 	}
 }
