@@ -23,5 +23,13 @@
 //   - ScatterAdd: host fallback, because the contract is bit-exact sequential float32
 //     order and aclnn's scatter/index-add kernels accumulate in an unspecified order.
 //
+// Beyond ascend.Ops every card implements Dense (dense.go): Matmul (aclnnMatmul, the
+// weight as a transposed view), RMSNorm (aclnnRmsNorm with its mandatory rstd output in
+// device scratch) and GatingTopKSoftmax (aclnnMoeGatingTopKSoftmax: softmax, top k, no
+// renormalisation). The model's forward pass reaches a card only through ascend.Ops, so a
+// router on --device cann runs its Linears through GroupedMatmul on the card and its norms,
+// attention, RoPE and gating on the host; docs/cann.md lists what is emulated and what
+// falls back.
+//
 // Import rule: cann imports ascend, ascend/cann/acl and the standard library.
 package cann

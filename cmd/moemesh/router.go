@@ -60,6 +60,10 @@ func newRouter(g *globals) *cobra.Command {
 		drain                        time.Duration
 		controller                   bool
 		minReplicas                  int
+		hedgeAfter                   time.Duration
+		hedgeFactor                  float64
+		expertMetrics                string
+		device                       string
 	)
 	c := &cobra.Command{
 		Use:   "router",
@@ -68,6 +72,9 @@ func newRouter(g *globals) *cobra.Command {
   moemesh router --model builtin:tiny --local   # experts in process, no daemons needed`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log := g.logger()
+			if err := checkDevice(device); err != nil {
+				return err
+			}
 			dir, defName, err := resolveModel(modelSpec, log)
 			if err != nil {
 				return err
@@ -82,6 +89,16 @@ func newRouter(g *globals) *cobra.Command {
 			ec, err := ef.config()
 			if err != nil {
 				return err
+			}
+			em, err := router.ParseExpertMetrics(expertMetrics)
+			if err != nil {
+				return fmt.Errorf("--expert-metrics: %w", err)
+			}
+			if hedgeAfter < 0 {
+				return fmt.Errorf("--hedge-after %v: want >= 0 (0: off)", hedgeAfter)
+			}
+			if !(hedgeFactor >= 0 && hedgeFactor <= 1000) {
+				return fmt.Errorf("--hedge-factor %g: want 0 (off) to 1000", hedgeFactor)
 			}
 			stopTracing, err := setupTracing(cmd.Context(), "moemesh-router", log)
 			if err != nil {
@@ -103,11 +120,16 @@ func newRouter(g *globals) *cobra.Command {
 				}
 				defer stopCtl()
 			}
-			r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: local, Exact: exact, Engine: ec, Logger: log})
+			r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: local, Exact: exact, Engine: ec, Logger: log, Backend: device})
 			if err != nil {
 				return err
 			}
 			defer r.Close()
+			if m := router.MeshOf(r.Engine); m != nil {
+				m.SetHedgeAfter(hedgeAfter)
+				m.SetHedgeFactor(hedgeFactor)
+				m.SetExpertMetrics(em)
+			}
 			if err := serveMetrics(ctx, metricsAddr, log, router.NewCollector(r.Engine, prometheus.Labels{"router": id, "model": name})); err != nil {
 				return fmt.Errorf("--metrics: %w", err)
 			}
@@ -129,6 +151,10 @@ func newRouter(g *globals) *cobra.Command {
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9101")
 	f.BoolVar(&controller, "controller", false, "also run the placement controller (leader-elected: one of the routers with this flag places experts)")
 	f.IntVar(&minReplicas, "min-replicas", 1, "with --controller: the fewest cards every expert is on")
+	f.DurationVar(&hedgeAfter, "hedge-after", 0, "send a card's rows to another replica too when it has not answered after this long, e.g. 20ms (0: off)")
+	f.Float64Var(&hedgeFactor, "hedge-factor", 0, "adaptive hedging: hedge after this many times the fastest card's median answer time (at least --hedge-after; 0: off), e.g. 4")
+	f.StringVar(&expertMetrics, "expert-metrics", "top-32", "per-(layer, expert) series on /metrics: off, top-N (the N most routed) or all")
+	f.StringVar(&device, "device", "cpu", "backend of the dense path's card: cpu or cann (needs -tags cann; norms, attention and gating run on the host, see docs/cann.md)")
 	ef.register(f)
 	return c
 }

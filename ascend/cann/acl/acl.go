@@ -6,7 +6,7 @@ package acl
 #cgo CFLAGS: -I${SRCDIR}/include
 #cgo cann_real CFLAGS: -DMOEMESH_CANN_REAL
 #cgo cann_real LDFLAGS: -lascendcl -lnnopbase -lopapi
-#cgo !cann_real LDFLAGS: -L${SRCDIR}/../emu/lib -lmoemesh_aclemu -Wl,-rpath,${SRCDIR}/../emu/lib -lm
+#cgo !cann_real LDFLAGS: -L${SRCDIR}/../emu/lib -lmoemesh_aclemu -Wl,-rpath,${SRCDIR}/../emu/lib -Wl,-rpath,$ORIGIN -lm
 #include <stdlib.h>
 #include "shim.h"
 */

@@ -8,7 +8,10 @@
 //	-tags cann            declarations from include/acl_subset.h (our own, pinned to CANN
 //	                      8.0.0), linked against the CPU emulator
 //	                      ../emu/lib/libmoemesh_aclemu.so (build it with ../emu/build.sh or
-//	                      `make test-cann`); the library path is baked in with -rpath.
+//	                      `make test-cann`); its directory is baked into the binary's run
+//	                      path (-rpath, absolute), then $ORIGIN: a binary finds the library
+//	                      in the checkout it was built from, or next to itself if copied,
+//	                      without LD_LIBRARY_PATH.
 //	-tags cann,cann_real  the toolkit's own headers and libraries (libascendcl, libnnopbase,
 //	                      libopapi). cgo directives cannot read ASCEND_HOME_PATH, so pass it:
 //	                      source $ASCEND_HOME_PATH/../set_env.sh, then

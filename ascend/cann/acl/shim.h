@@ -6,6 +6,9 @@
 #include <aclnnop/aclnn_grouped_matmul_v5.h>
 #include <aclnnop/aclnn_swi_glu.h>
 #include <aclnnop/aclnn_cast.h>
+#include <aclnnop/aclnn_matmul.h>
+#include <aclnnop/aclnn_rms_norm.h>
+#include <aclnnop/aclnn_moe_gating_top_k_softmax.h>
 #else
 #include "acl_subset.h"
 #endif

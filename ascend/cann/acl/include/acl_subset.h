@@ -4,7 +4,8 @@
  *
  * Pinned to CANN 8.0.0 (commercial 8.0 / community 8.0.RC3 headers: acl/acl_base.h,
  * acl/acl_rt.h, aclnn/acl_meta.h, aclnnop/aclnn_grouped_matmul_v5.h, aclnnop/aclnn_swi_glu.h,
- * aclnnop/aclnn_cast.h). aclnnGroupedMatmulV5 first ships in 8.0; its prototype is unchanged
+ * aclnnop/aclnn_cast.h, aclnnop/aclnn_matmul.h, aclnnop/aclnn_rms_norm.h,
+ * aclnnop/aclnn_moe_gating_top_k_softmax.h). aclnnGroupedMatmulV5 first ships in 8.0; its prototype is unchanged
  * through 8.5. Enum values and error codes are the ones of those headers.
  *
  * Two implementations export these symbols: the real toolkit (libascendcl, libnnopbase,
@@ -186,6 +187,28 @@ aclnnStatus aclnnSwiGlu(void *workspace, uint64_t workspaceSize, aclOpExecutor *
 aclnnStatus aclnnCastGetWorkspaceSize(const aclTensor *self, const aclDataType dtype, aclTensor *out,
                                       uint64_t *workspaceSize, aclOpExecutor **executor);
 aclnnStatus aclnnCast(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor, aclrtStream stream);
+
+/* self [M, K] · mat2 [K, N] → out [M, N]; cubeMathType 0 KEEP_DTYPE, 1 ALLOW_FP32_DOWN_PRECISION,
+ * 2 USE_FP16, 3 USE_HF32. */
+aclnnStatus aclnnMatmulGetWorkspaceSize(const aclTensor *self, const aclTensor *mat2, aclTensor *out,
+                                        int8_t cubeMathType, uint64_t *workspaceSize, aclOpExecutor **executor);
+aclnnStatus aclnnMatmul(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor, aclrtStream stream);
+
+/* y = x / sqrt(mean(x^2 over gamma's dims) + epsilon) * gamma; rstdOut (FLOAT) is x's shape with
+ * gamma's trailing dims set to 1, and is mandatory. */
+aclnnStatus aclnnRmsNormGetWorkspaceSize(const aclTensor *x, const aclTensor *gamma, double epsilon,
+                                         const aclTensor *yOut, const aclTensor *rstdOut, uint64_t *workspaceSize,
+                                         aclOpExecutor **executor);
+aclnnStatus aclnnRmsNorm(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor, aclrtStream stream);
+
+/* Per row of x [N, E]: softmax, then the top k (no renormalisation). yOut [N, k] (x's dtype),
+ * expertIdxOut [N, k] INT32, rowIdxOut [N, k] INT32 = j*N + i (column-major row ids). */
+aclnnStatus aclnnMoeGatingTopKSoftmaxGetWorkspaceSize(const aclTensor *x, const aclTensor *finishedOptional,
+                                                      int64_t k, const aclTensor *yOut,
+                                                      const aclTensor *expertIdxOut, const aclTensor *rowIdxOut,
+                                                      uint64_t *workspaceSize, aclOpExecutor **executor);
+aclnnStatus aclnnMoeGatingTopKSoftmax(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor,
+                                      aclrtStream stream);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,8 @@
  *     the executor, a second launch is 161002;
  *   - aclGetRecentErrMsg returns and clears a per-thread message.
  * Everything is guarded by one mutex; kernels run single-threaded when a stream drains.
+ * Ops: GroupedMatmulV5, SwiGlu and Cast here; Matmul, RmsNorm and MoeGatingTopKSoftmax in
+ * dense_ops.inc.c, which this file includes (one translation unit, shared static helpers).
  */
 #include "../../acl/include/acl_subset.h"
 
@@ -811,7 +813,7 @@ static int tensor_mem_ok(const struct aclTensor *t) {
 }
 
 /* ---------- executors ---------- */
-enum { OP_GMM = 1, OP_SWIGLU, OP_CAST };
+enum { OP_GMM = 1, OP_SWIGLU, OP_CAST, OP_MATMUL, OP_RMSNORM, OP_GATING };
 struct aclOpExecutor {
     unsigned magic;
     int op;
@@ -821,9 +823,12 @@ struct aclOpExecutor {
     struct aclTensor x, out, gl, *w;
     int nw, has_gl;
     int64_t glType;
-    /* SwiGlu / Cast */
-    struct aclTensor a, b;
-    int64_t dim;
+    /* SwiGlu / Cast (a, b); Matmul (a·b → c); RmsNorm (a, gamma b → c, rstd d);
+       MoeGatingTopKSoftmax (a → b, idx c, rowIdx d, finished f) */
+    struct aclTensor a, b, c, d, f;
+    int64_t dim, k;
+    int has_f;
+    double eps;
     /* reuse */
     int repeatable, pending, destroyed, launched;
 };
@@ -1124,11 +1129,18 @@ static int cast_run(struct aclOpExecutor *e, char *err, size_t errn) {
     return 0;
 }
 
+/* The dense-path and gating ops live in their own file but in this translation unit, so
+   they share the static tensor, executor and launch helpers above. */
+#include "dense_ops.inc.c"
+
 static int run_kernel(struct aclOpExecutor *e, char *err, size_t errn) {
     switch (e->op) {
     case OP_GMM: return gmm_run(e, err, errn);
     case OP_SWIGLU: return swiglu_run(e, err, errn);
     case OP_CAST: return cast_run(e, err, errn);
+    case OP_MATMUL: return matmul_run(e, err, errn);
+    case OP_RMSNORM: return rmsnorm_run(e, err, errn);
+    case OP_GATING: return gating_run(e, err, errn);
     }
     snprintf(err, errn, "unknown kernel");
     return ACL_ERROR_RT_INTERNAL_ERROR;
