@@ -8,6 +8,7 @@ import (
 	"github.com/moemesh/moemesh/ascend"
 	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/model/deepseek"
+	"github.com/moemesh/moemesh/model/deepseek4"
 	"github.com/moemesh/moemesh/model/gqa"
 	"github.com/moemesh/moemesh/model/nn"
 	"github.com/moemesh/moemesh/model/safetensors"
@@ -94,6 +95,12 @@ func Load(ck *safetensors.Checkpoint, cfg *model.Config, card ascend.Card) (Deco
 			return nil, err
 		}
 		return adapter[*deepseek.Sequence, *deepseek.Model]{m}, nil
+	case slices.Contains(deepseek4.Arches, cfg.Arch):
+		m, err := deepseek4.LoadModel(ck, cfg, card)
+		if err != nil {
+			return nil, err
+		}
+		return adapter[*deepseek4.Sequence, *deepseek4.Model]{m}, nil
 	}
-	return nil, fmt.Errorf("%w: no forward pass for %s yet (have %v and %v)", model.ErrUnsupported, cfg.Arch, gqa.Arches, deepseek.Arches)
+	return nil, fmt.Errorf("%w: no forward pass for %s yet (have %v, %v and %v)", model.ErrUnsupported, cfg.Arch, gqa.Arches, deepseek.Arches, deepseek4.Arches)
 }

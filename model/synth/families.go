@@ -38,6 +38,8 @@ type family struct {
 	moe   func(d dims, i int) bool
 	layer func(p *plan, d dims, i int)
 	tied  bool // tie_word_embeddings: no lm_head tensor
+	// gateBias: the gate has a selection bias (e_score_correction_bias), which Options.Skew fits.
+	gateBias bool
 	// embedStd is the std of the embedding table (Granite divides by its multiplier).
 	embedStd func(d dims) float32
 }
@@ -144,11 +146,12 @@ func init() {
 			FirstDense: 1, NShared: 1, NGroup: 4, TopKGroup: 2, QLora: 48, KVLora: 32, QKNope: 16, QKRope: 8, VHead: 16},
 		small: dims{Layers: 8, Hidden: 1024, Heads: 16, KVHeads: 16, Vocab: 4096, Experts: 16, TopK: 4, ExpertI: 704, DenseI: 2816,
 			FirstDense: 1, NShared: 1, NGroup: 4, TopKGroup: 2, QLora: 384, KVLora: 256, QKNope: 64, QKRope: 32, VHead: 64},
-		mla:    true,
-		derive: deriveDeepseek,
-		config: deepseekV3Config,
-		moe:    deepseekMoE,
-		layer:  deepseekLayer(true),
+		mla:      true,
+		derive:   deriveDeepseek,
+		config:   deepseekV3Config,
+		moe:      deepseekMoE,
+		layer:    deepseekLayer(true),
+		gateBias: true,
 	})
 	register(&family{
 		arch: "deepseek_v2", class: "DeepseekV2ForCausalLM",

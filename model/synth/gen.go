@@ -22,6 +22,9 @@ type tspec struct {
 	shape     []int64
 	mean, std float32
 	alwaysF32 bool // stored as F32 whatever the checkpoint dtype (e_score_correction_bias)
+	// values, when set, are the tensor's elements instead of random draws (a fitted
+	// bias, see skew.go); len(values) == numel.
+	values []float32
 }
 
 func (s tspec) numel() int64 {
@@ -106,18 +109,23 @@ func (s tspec) tensor(seed int64, checkpointF32 bool) safetensors.Tensor {
 	rng := rand.NewPCG(uint64(seed), fnv64(s.name))
 	n := s.numel()
 	t := safetensors.Tensor{Name: s.name, Shape: s.shape}
+	next := func() float32 { return s.mean + s.std*normal(rng) }
+	if s.values != nil {
+		i := 0
+		next = func() float32 { i++; return s.values[i-1] }
+	}
 	if s.f32(checkpointF32) {
 		t.DType = safetensors.F32
 		t.Data = make([]byte, 4*n)
 		for b := t.Data; len(b) >= 4; b = b[4:] {
-			binary.LittleEndian.PutUint32(b, math.Float32bits(s.mean+s.std*normal(rng)))
+			binary.LittleEndian.PutUint32(b, math.Float32bits(next()))
 		}
 		return t
 	}
 	t.DType = safetensors.BF16
 	t.Data = make([]byte, 2*n)
 	for b := t.Data; len(b) >= 2; b = b[2:] {
-		binary.LittleEndian.PutUint16(b, bf16(s.mean+s.std*normal(rng)))
+		binary.LittleEndian.PutUint16(b, bf16(next()))
 	}
 	return t
 }

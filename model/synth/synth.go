@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 
@@ -46,6 +47,11 @@ type Options struct {
 	// (head_dim from Hidden, DeepSeek groups and shared width from Experts and
 	// ExpertIntermediate).
 	Layers, Experts, TopK, Hidden, ExpertIntermediate int
+
+	// Skew > 0 fits the gate's selection bias so that expert popularity follows Zipf(Skew)
+	// over a per-layer permutation of the experts (see ZipfTargets and SkewRanks). It needs
+	// a family whose gate has a bias (deepseek_v3); 0 leaves routing about uniform.
+	Skew float64 `json:",omitempty"`
 }
 
 // Arches lists the supported architectures (model_type values), sorted.
@@ -120,6 +126,12 @@ func resolve(o Options) (*resolved, error) {
 			*ov.dst = ov.v
 		}
 	}
+	if math.IsNaN(o.Skew) || o.Skew < 0 || o.Skew > maxSkew {
+		return nil, fmt.Errorf("%w: skew %g (want 0 for none, or up to %d)", ErrOptions, o.Skew, maxSkew)
+	}
+	if o.Skew > 0 && !f.gateBias {
+		return nil, fmt.Errorf("%w: skew needs a gate with a selection bias; %s has none (use deepseek_v3)", ErrOptions, f.arch)
+	}
 	d := &r.d
 	if d.TopK > d.Experts {
 		return nil, fmt.Errorf("%w: top-k %d exceeds %d experts", ErrOptions, d.TopK, d.Experts)
@@ -134,6 +146,11 @@ func resolve(o Options) (*resolved, error) {
 		if err := f.derive(d); err != nil {
 			return nil, fmt.Errorf("%s: %w", f.arch, err)
 		}
+	}
+	if o.Skew > 0 {
+		// Group-limited routing keeps a group by the sum of its two best experts, so one
+		// expert's popularity could not be set apart from its group's: route ungrouped.
+		d.NGroup, d.TopKGroup = 1, 1
 	}
 	r.opts = o
 	return r, nil
@@ -204,6 +221,9 @@ func marshal(v any) ([]byte, error) {
 // checkpoint (it holds MarkerFile), which is replaced as a whole; anything else fails with
 // ErrExists. Concurrent Writes to the same dir are not supported.
 func Write(dir string, o Options) (*model.Config, error) {
+	if o.Arch == ArchDeepseekV4 {
+		return writeDeepseek4(dir, o) // native names and shipped dtypes: deepseek4.go
+	}
 	r, err := resolve(o)
 	if err != nil {
 		return nil, err
@@ -219,6 +239,9 @@ func Write(dir string, o Options) (*model.Config, error) {
 		return nil, fmt.Errorf("synth: generated %s config does not parse: %w", r.fam.arch, err)
 	}
 	p := r.buildPlan()
+	if err := applySkew(p, cfg, r.opts, r.f32); err != nil {
+		return nil, err
+	}
 	if total := p.bytes(r.f32); total > maxBytes {
 		return nil, fmt.Errorf("%w: checkpoint would be %d bytes (limit %d)", ErrOptions, total, int64(maxBytes))
 	}

@@ -1,0 +1,142 @@
+package deepseek4
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// The expected strings below are worked out by hand from encoding_dsv4.py
+// (render_message, merge_tool_messages, _drop_thinking_messages, encode_messages); the
+// release's gold files (tests/test_output_*.txt) were not available to compare against.
+
+const (
+	bos, eos  = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+	usr, asst = "<｜User｜>", "<｜Assistant｜>"
+)
+
+func TestEncodeChatConversations(t *testing.T) {
+	weather := json.RawMessage(`{"type":"function","function":{"name":"get_weather","description":"Get weather","parameters":{"type":"object","properties":{"location":{"type":"string"}},"required":["location"]}}}`)
+	schema := `{"name": "get_weather", "description": "Get weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}`
+	for _, c := range []struct {
+		name string
+		msgs []ChatMessage
+		o    ChatOptions
+		want string
+	}{
+		{"chat", []ChatMessage{{Role: "system", Content: "S"}, {Role: "user", Content: "hi"}}, ChatOptions{},
+			bos + "S" + usr + "hi" + asst + "</think>"},
+		{"thinking drops earlier reasoning", []ChatMessage{{Role: "user", Content: "hello"},
+			{Role: "assistant", ReasoningContent: "The user said hello", Content: "Hi!"}, {Role: "user", Content: "capital of France?"}},
+			ChatOptions{Thinking: true},
+			bos + usr + "hello" + asst + "</think>Hi!" + eos + usr + "capital of France?" + asst + "<think>"},
+		{"thinking keeps reasoning", []ChatMessage{{Role: "user", Content: "hello"},
+			{Role: "assistant", ReasoningContent: "R1", Content: "Hi!"}, {Role: "user", Content: "q"}},
+			ChatOptions{Thinking: true, KeepThinking: true},
+			bos + usr + "hello" + asst + "<think>R1</think>Hi!" + eos + usr + "q" + asst + "<think>"},
+		{"tools keep reasoning; DSML calls; tool result merged", []ChatMessage{
+			{Role: "system", Content: "S", Tools: []json.RawMessage{weather}},
+			{Role: "user", Content: "Weather in Beijing?"},
+			{Role: "assistant", ReasoningContent: "Need tool.", ToolCalls: []ChatToolCall{{ID: "c1", Name: "get_weather",
+				Arguments: `{"location": "Beijing", "unit": "celsius", "days": 3}`}}},
+			{Role: "tool", ToolCallID: "c1", Content: "22°C"},
+			{Role: "assistant", ReasoningContent: "Got it.", Content: "It is 22°C."}},
+			ChatOptions{Thinking: true},
+			bos + "S\n\n" + strings.Replace(toolsTemplate, "%s", schema, 1) + usr + "Weather in Beijing?" + asst + "<think>Need tool.</think>" +
+				"\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n" +
+				"<｜DSML｜parameter name=\"location\" string=\"true\">Beijing</｜DSML｜parameter>\n" +
+				"<｜DSML｜parameter name=\"unit\" string=\"true\">celsius</｜DSML｜parameter>\n" +
+				"<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n" +
+				"</｜DSML｜invoke>\n</｜DSML｜tool_calls>" + eos +
+				usr + "<tool_result>22°C</tool_result>" + asst + "<think>Got it.</think>It is 22°C." + eos},
+		{"action task, chat", []ChatMessage{{Role: "user", Content: "Open settings", Task: "action"}}, ChatOptions{},
+			bos + usr + "Open settings" + asst + "</think><｜action｜>"},
+		{"task output has no thinking", []ChatMessage{{Role: "user", Content: "Open settings", Task: "action"},
+			{Role: "assistant", Content: "click"}}, ChatOptions{Thinking: true},
+			bos + usr + "Open settings" + asst + "<think><｜action｜>click" + eos},
+		{"query task token", []ChatMessage{{Role: "user", Content: "find", Task: "query"}}, ChatOptions{},
+			bos + usr + "find<｜query｜>"},
+		{"reasoning effort max", []ChatMessage{{Role: "user", Content: "hi"}}, ChatOptions{Thinking: true, ReasoningEffort: "max"},
+			bos + reasoningEffortMax + usr + "hi" + asst + "<think>"},
+		{"effort high renders nothing", []ChatMessage{{Role: "user", Content: "hi"}}, ChatOptions{Thinking: true, ReasoningEffort: "high", NoBOS: true},
+			usr + "hi" + asst + "<think>"},
+		{"developer dropped before the last user; reminder", []ChatMessage{{Role: "developer", Content: "D"},
+			{Role: "assistant", ReasoningContent: "x", Content: "a"}, {Role: "user", Content: "u"}, {Role: "latest_reminder", Content: "r"}},
+			ChatOptions{Thinking: true},
+			bos + "a" + eos + usr + "u" + asst + "<think><｜latest_reminder｜>r"},
+		{"consecutive users merge; results in call order", []ChatMessage{{Role: "user", Content: "a"}, {Role: "user", Content: "b"},
+			{Role: "assistant", ToolCalls: []ChatToolCall{{ID: "x", Name: "f", Arguments: `{}`}, {ID: "y", Name: "g", Arguments: `{}`}}},
+			{Role: "tool", ToolCallID: "y", Content: "Y"}, {Role: "tool", ToolCallID: "x", Content: "X"}},
+			ChatOptions{},
+			bos + usr + "a\n\nb" + asst + "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n" +
+				"<｜DSML｜invoke name=\"g\">\n\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>" + eos +
+				usr + "<tool_result>X</tool_result>\n\n<tool_result>Y</tool_result>" + asst + "</think>"},
+		{"open assistant turn", []ChatMessage{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "partial", NoEOS: true}},
+			ChatOptions{}, bos + usr + "hi" + asst + "</think>partial"},
+	} {
+		got, err := EncodeChat(c.msgs, c.o)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.name, got, c.want)
+		}
+	}
+}
+
+func TestEncodeChatRejects(t *testing.T) {
+	for _, c := range []struct {
+		msgs []ChatMessage
+		o    ChatOptions
+	}{
+		{[]ChatMessage{{Role: "robot", Content: "x"}}, ChatOptions{}},
+		{[]ChatMessage{{Role: "user", Content: "x"}}, ChatOptions{ReasoningEffort: "low"}},
+		{[]ChatMessage{{Role: "user", Content: "x", Task: "dance"}}, ChatOptions{}},
+		{[]ChatMessage{{Role: "developer"}}, ChatOptions{}},
+		{[]ChatMessage{{Role: "assistant", ToolCalls: []ChatToolCall{{Name: "f", Arguments: `[1, 2]`}}}}, ChatOptions{}},
+		{[]ChatMessage{{Role: "system", Tools: []json.RawMessage{json.RawMessage(`{"type":"function"}`)}}}, ChatOptions{}},
+	} {
+		if _, err := EncodeChat(c.msgs, c.o); !errors.Is(err, ErrChat) {
+			t.Errorf("%+v: err %v, want ErrChat", c.msgs, err)
+		}
+	}
+}
+
+func TestDSMLArgumentsNotJSON(t *testing.T) {
+	got, err := dsmlArguments("ls -la")
+	if want := `<｜DSML｜parameter name="arguments" string="true">ls -la</｜DSML｜parameter>`; err != nil || got != want {
+		t.Errorf("got %q, %v; want %q", got, err, want)
+	}
+	got, _ = dsmlArguments(`{"a": {"z": 1, "b": [1.5, "s"]}, "a2": null}`)
+	if want := `<｜DSML｜parameter name="a" string="false">{"z": 1, "b": [1.5, "s"]}</｜DSML｜parameter>` + "\n" +
+		`<｜DSML｜parameter name="a2" string="false">null</｜DSML｜parameter>`; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestPyJSON(t *testing.T) {
+	for _, c := range [][2]string{
+		{`{"b":1,"a":["x",true,null,{"k":"é\n\"/\u0001"}]}`, `{"b": 1, "a": ["x", true, null, {"k": "é\n\"/\u0001"}]}`},
+		{`{"a":1,"a":2,"c":3}`, `{"a": 2, "c": 3}`}, // Python dicts keep the first position, last value
+		{`[]`, `[]`}, {`{}`, `{}`}, {`"\u2028<>&"`, "\"\u2028<>&\""},
+	} {
+		got, err := pyJSON([]byte(c[0]))
+		if err != nil || got != c[1] {
+			t.Errorf("pyJSON(%s) = %s, %v; want %s", c[0], got, err, c[1])
+		}
+	}
+	// Python: json.dumps(json.loads(lit)) for each literal.
+	for _, c := range [][2]string{
+		{"1", "1"}, {"-0", "0"}, {"123456789012345678901", "123456789012345678901"}, {"1.0", "1.0"}, {"-2.50", "-2.5"},
+		{"1e5", "100000.0"}, {"1.5e-5", "1.5e-05"}, {"0.0001", "0.0001"}, {"0.00001", "1e-05"}, {"1e16", "1e+16"},
+		{"1234567.0", "1234567.0"}, {"9999999999999998.0", "9999999999999998.0"}, {"1e22", "1e+22"}, {"3.14159", "3.14159"},
+		{"-0.0", "-0.0"}, {"2.5e-300", "2.5e-300"}, {"1.7976931348623157e308", "1.7976931348623157e+308"},
+	} {
+		got, err := pyNumber(c[0])
+		if err != nil || got != c[1] {
+			t.Errorf("pyNumber(%s) = %s, %v; want %s", c[0], got, err, c[1])
+		}
+	}
+}
