@@ -46,6 +46,9 @@ type EngineConfig struct {
 	// compute spans). The level travels to the daemons in the trace's baggage.
 	TraceDetail tracing.Detail
 	Logger      *slog.Logger
+	// NoExpress turns off express steps (a new interactive request's prompt in a step of
+	// its own, see express.go): every step is then filled by weight alone.
+	NoExpress bool
 }
 
 func (c *EngineConfig) defaults() error {
@@ -94,12 +97,16 @@ type Engine struct {
 	idle    chan struct{} // closed and replaced when the engine has no work
 	stats   Stats
 	nextAdm int64
+	// lastExpress: the previous step was an express step (see express.go); noExpress
+	// turns them off.
+	lastExpress, noExpress bool
 }
 
 // Stats are an engine's counters and gauges.
 type Stats struct {
 	Queued, Resident                int
 	Steps, PromptTokens, GenTokens  int64
+	ExpressSteps                    int64            // steps of new interactive prompts only (express.go)
 	Finished                        map[string]int64 // by finish reason
 	KV                              nn.KVStats
 	Tenants                         map[string]int64 // tokens served
@@ -145,7 +152,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg: cfg, pool: pool, vocab: cfg.Decoder.Config().Vocab,
 		fair: fair{tenants: map[string]*tenant{}}, byID: map[string]*job{},
 		wake: make(chan struct{}, 1), idle: make(chan struct{}),
-		stats: Stats{Finished: map[string]int64{}},
+		stats: Stats{Finished: map[string]int64{}}, noExpress: cfg.NoExpress,
 	}, nil
 }
 

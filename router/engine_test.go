@@ -36,7 +36,7 @@ var (
 )
 
 // tinyLM loads one tiny qwen3_moe checkpoint for every engine test of the binary.
-func tinyLM(t *testing.T) *lm {
+func tinyLM(t testing.TB) *lm {
 	t.Helper()
 	lmOnce.Do(func() {
 		dir, err := osTempDir()

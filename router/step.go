@@ -19,15 +19,26 @@ import (
 // maxReplays bounds how often one job's cache is rebuilt after failed steps.
 const maxReplays = 3
 
-// plan picks the jobs of the next step and their tokens. Slot by slot it takes a job of
-// the tenant with the smallest virtual time, counting what this step already gave it, so
-// one step is shared by weight (interactive before batch); inside a tenant, the job served
-// least goes first. Each job takes what it has not fed yet — a prompt chunk, or its last
-// sampled token — until MaxBatch jobs or StepTokens tokens.
+// plan picks the jobs of the next step and their tokens. When a new interactive request
+// qualifies (see express.go) the step is an express step of new prompts only. Otherwise,
+// slot by slot it takes a job of the tenant with the smallest virtual time, counting what
+// this step already gave it, so one step is shared by weight (interactive before batch);
+// inside a tenant, the job served least goes first. Each job takes what it has not fed
+// yet — a prompt chunk, or its last sampled token — until MaxBatch jobs or StepTokens
+// tokens.
 func (e *Engine) plan(resident []*job) (jobs []*job, tokens [][]int32) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	order(resident)
+	// An express step holding every resident job is just a step: it must not hold back
+	// the next real express step.
+	if jobs, tokens = e.planExpress(resident); len(jobs) > 0 && len(jobs) < len(resident) {
+		e.lastExpress = true
+		e.stats.ExpressSteps++
+		return jobs, tokens
+	}
+	jobs, tokens = nil, nil
+	e.lastExpress = false
 	vt := map[*tenant]float64{}
 	for _, j := range resident {
 		vt[j.tenant] = j.tenant.vtime
