@@ -31,6 +31,7 @@ type Sampler struct {
 	cfg  SamplerConfig
 	rng  *rand.Rand
 	cand []cand
+	w    []float64 // sampleAll's weights
 }
 
 // cand is one candidate token with its logit (after temperature) and weight.
@@ -67,6 +68,9 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		return Argmax(logits)
 	}
 	t := s.cfg.Temperature // divided, not multiplied by 1/t, to round as HF does
+	if k, p := s.cfg.TopK, s.cfg.TopP; (k == 0 || k >= len(logits)) && !(p > 0 && p < 1) {
+		return s.sampleAll(logits, t)
+	}
 	c := s.cand[:0]
 	if k := s.cfg.TopK; k > 0 && k < len(logits) {
 		// Keep the k best in a min-heap (worst at the root): O(V log k) instead of a sort.
@@ -121,6 +125,32 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		}
 	}
 	return c[keep-1].id // u landed on total through rounding
+}
+
+// sampleAll draws from the whole vocabulary. Without top-k or top-p no order is needed,
+// so it walks ids in index order instead of sorting: sorting the vocabulary every token
+// was a sixth of a loaded router's CPU.
+func (s *Sampler) sampleAll(logits []float32, t float32) int32 {
+	best := Argmax(logits)
+	m := clean(logits[best]) / t
+	if math.IsInf(float64(m), -1) {
+		return best // every logit −∞ (or NaN)
+	}
+	w := slices.Grow(s.w[:0], len(logits))[:len(logits)]
+	s.w = w
+	var z float64
+	for i, l := range logits {
+		w[i] = math.Exp(float64(clean(l)/t - m))
+		z += w[i]
+	}
+	u := s.rng.Float64() * z
+	for i, x := range w {
+		u -= x
+		if u < 0 {
+			return int32(i)
+		}
+	}
+	return best // u landed on z through rounding
 }
 
 // clean maps NaN to −∞ so it never wins and never poisons a sum.

@@ -136,6 +136,21 @@ func TestTopKAndTemperature(t *testing.T) {
 	}
 }
 
+// The whole-vocabulary path (no top-k, no top-p) never draws −∞ or NaN and scales by
+// temperature: at 0.5, probabilities 0.25 and 0.75 become 1:9.
+func TestSampleWholeVocabulary(t *testing.T) {
+	inf := float32(math.Inf(-1))
+	logits := []float32{inf, float32(math.NaN()), float32(math.Log(0.25)), float32(math.Log(0.75))}
+	const n = 20000
+	c := counts(t, SamplerConfig{Temperature: 0.5, Seed: 6}, logits, n)
+	if c[0]+c[1] != 0 || math.Abs(float64(c[2])/n-0.1) > 0.01 {
+		t.Fatalf("counts %v, want 0, 0, ~2000, ~18000", c)
+	}
+	if got := mustSampler(t, SamplerConfig{Temperature: 1}).Sample([]float32{inf, inf, inf}); got != 0 {
+		t.Fatalf("all −∞ gave %d, want 0", got)
+	}
+}
+
 func TestSamplerRejects(t *testing.T) {
 	for _, cfg := range []SamplerConfig{{TopK: -1}, {TopP: -0.5}, {TopP: float32(math.NaN())}} {
 		if _, err := NewSampler(cfg); err == nil {
