@@ -58,6 +58,7 @@ type card struct {
 	closed bool
 	pool   *pool
 	tasks  []gmmTile // scratch reused by GroupedMatmul
+	xpack  []float32 // scratch reused by GroupedMatmul: x packed for the wide kernels
 }
 
 // buffer implements ascend.Buffer. f32 dtype data lives in f32, bf16 and f16 in u16 (raw
@@ -294,7 +295,7 @@ func (c *card) Close() error {
 		c.release(b)
 	}
 	c.closed = true
-	c.tasks = nil
+	c.tasks, c.xpack = nil, nil
 	c.pool.stop()
 	return nil
 }

@@ -25,12 +25,25 @@ func TestConformance(t *testing.T) {
 			ascendtest.RunAll(t, Backend{Threads: threads})
 		})
 	}
+	if useWide {
+		t.Run("avx2 kernels", func(t *testing.T) {
+			withoutWide(t)
+			ascendtest.RunAll(t, Backend{Threads: 2})
+		})
+	}
 	if useAsm {
 		t.Run("portable kernels", func(t *testing.T) {
 			withoutAsm(t)
 			ascendtest.RunAll(t, Backend{Threads: 2})
 		})
 	}
+}
+
+// withoutWide switches from the AVX-512 kernels to the AVX2 ones for the rest of the test.
+func withoutWide(t *testing.T) {
+	saved := useWide
+	useWide = false
+	t.Cleanup(func() { useWide = saved })
 }
 
 // withoutAsm switches to the Go kernels for the rest of the test.
@@ -166,7 +179,7 @@ func gmmRandom(t *testing.T, c ascend.Card, dt ascend.DType, m, k, n int, counts
 	return res
 }
 
-// TestKernelsAgree: thread counts and the Go and assembly kernels give identical bits on
+// TestKernelsAgree: thread counts and the Go, AVX2 and AVX-512 kernels give identical bits on
 // shapes large enough to use several tiles, k blocks and both kernels.
 func TestKernelsAgree(t *testing.T) {
 	shapes := []struct {
@@ -176,6 +189,7 @@ func TestKernelsAgree(t *testing.T) {
 		{37, 1100, 101, []int64{13, 0, 22, 1}},
 		{1, 2048, 97, []int64{1}},
 		{9, 15, 7, []int64{9}},
+		{6, 10250, 19, []int64{5, 1}}, // rows long enough for narrower tiles (panelFor)
 	}
 	for _, dt := range []ascend.DType{ascend.F32, ascend.BF16, ascend.F16} {
 		for si, s := range shapes {
@@ -200,12 +214,38 @@ func TestKernelsAgree(t *testing.T) {
 			run("threads=1", 1)
 			run("threads=2", 2)
 			run("threads=7", 7)
+			if useWide {
+				func() {
+					withoutWide(t)
+					run("avx2 kernels", 2)
+				}()
+			}
 			if useAsm {
 				func() {
 					withoutAsm(t)
 					run("portable kernels", 2)
 				}()
 			}
+		}
+	}
+}
+
+// TestPanelFor: tiles narrow only when a 32-column weight panel would not stay in L2.
+func TestPanelFor(t *testing.T) {
+	for _, tc := range []struct {
+		dt   ascend.DType
+		k    int
+		want int
+	}{
+		{ascend.F32, 2048, 32},  // 256 KiB
+		{ascend.BF16, 2048, 32}, // 128 KiB
+		{ascend.F32, 7168, 8},   // 32 and 16 columns are 896 and 448 KiB
+		{ascend.BF16, 7168, 16},
+		{ascend.F32, 1 << 20, minPanel}, // never below minPanel
+		{ascend.F16, 1, panel},
+	} {
+		if got := panelFor(tc.dt, tc.k); got != tc.want {
+			t.Errorf("panelFor(%v, %d) = %d, want %d", tc.dt, tc.k, got, tc.want)
 		}
 	}
 }

@@ -9,31 +9,54 @@ import (
 // Blocking of GroupedMatmul. A tile is one group's rows × panel output columns; tiles are
 // the unit of parallel work. Inside a tile, rows go 4 at a time (kern4x2 over column pairs)
 // and the leftover rows one at a time (kern1x4 over column quads, which is also the T=1
-// GEMV path: it is memory-bound, so it streams 4 weight rows over all of K per call).
+// GEMV path: it is memory-bound, so it streams 4 weight rows over all of K per call). With
+// the wide (AVX-512) kernels, rows go 8 at a time (kern8x4), then 4 (kern4x4), both over
+// column quads and reading x packed in row pairs (packPairs), and leftover rows use kern1x8;
+// 8 rows per weight load halve the weight traffic from L2 per flop.
 //
-// For 4-row blocks, kChunk bounds the k range of one kernel call so that the 4 x rows
-// (4·kChunk·4 B = 8 KiB) stay in L1 while the tile's column pairs stream past them; a
+// For 4- and 8-row blocks, kChunk bounds the k range of one kernel call so that the 4 x rows
+// (4·kChunk·4 B = 8 KiB, 16 KiB for 8) stay in L1 while the tile's column pairs stream past them; a
 // panel of weights (panel·K values, 256 KiB of f32 at K = 2048) stays in the 512 KiB L2
-// across row blocks. Neither constant affects results: lanes continue across chunks in
-// the same order.
+// across row blocks; for long rows (K = 7168) panelFor narrows the tile so that it still
+// does. Neither affects results: lanes continue across chunks in the same order, and a
+// column's sum never depends on the tile it is in.
 const (
-	panel  = 32  // output columns per tile; a multiple of 2 and 4
-	kChunk = 512 // a multiple of lanes
+	panel    = 32 // most output columns per tile; a multiple of 2, 4 and 8
+	minPanel = 8
+	// panelBytes is the weight panel a tile keeps in L2, with room left for x and out.
+	panelBytes = 320 << 10
+	kChunk     = 512 // a multiple of lanes
 	// serialFlops is the work below which waking helpers costs more than it saves.
 	serialFlops = 1 << 18
 )
 
-// gmmTile names one tile: group rows [row, row+rows) and columns [n0, n0+panel).
+// panelFor is the tile width for weights of dtype dt and rows of k values: the widest of
+// 32, 16, 8 whose panel fits panelBytes (8 if none does).
+func panelFor(dt ascend.DType, k int) int {
+	p := panel
+	for p > minPanel && p*k*dt.Size() > panelBytes {
+		p /= 2
+	}
+	return p
+}
+
+// tileAcc holds a tile's accumulators: up to 8 rows × panel columns × 8 lanes (8 KiB), on
+// the stack.
+type tileAcc = [8 * panel * lanes]float32
+
+// gmmTile names one tile: group rows [row, row+rows) and columns [n0, n0+cols).
 type gmmTile struct {
 	w         wmat
 	row, rows int
-	n0        int
+	n0, cols  int
 }
 
-// gmm is one GroupedMatmul call after validation.
+// gmm is one GroupedMatmul call after validation. xp holds x's 4-row blocks packed in
+// pairs (packPairs) for groups that use the wide kernels.
 type gmm struct {
 	out  []float32
 	x    []float32
+	xp   []float32
 	n, k int
 }
 
@@ -59,6 +82,7 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 	// memory must be collectable.
 	c.tasks = c.tasks[:0]
 	defer func() { clear(c.tasks) }()
+	mm := &gmm{out: ob.f32, x: xb.f32, n: n, k: k}
 	row := 0
 	for g, wb := range weights {
 		b, err := c.lookupAt(op, "weights", g, wb)
@@ -78,37 +102,70 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 			return fmt.Errorf("%w: %s: counts[%d] = %d with %d of %d rows left", ascend.ErrShape, op, g, cnt, m-row, m)
 		}
 		w := wmat{dt: b.dt, f32: b.f32, u16: b.u16, k: k}
-		for n0 := 0; cnt > 0 && n0 < n; n0 += panel {
-			c.tasks = append(c.tasks, gmmTile{w: w, row: row, rows: int(cnt), n0: n0})
+		if wideFor(b.dt) && cnt >= 4 {
+			if mm.xp == nil {
+				// Scratch kept by the card: packing is a copy of x, cheap next to the
+				// matmul, but allocating it each call would not be.
+				if cap(c.xpack) < m*k {
+					c.xpack = make([]float32, m*k)
+				}
+				mm.xp = c.xpack[:m*k]
+			}
+			packPairs(mm.xp, mm.x, k, row, int(cnt))
+		}
+		p := panelFor(b.dt, k)
+		for n0 := 0; cnt > 0 && n0 < n; n0 += p {
+			c.tasks = append(c.tasks, gmmTile{w: w, row: row, rows: int(cnt), n0: n0, cols: min(p, n-n0)})
 		}
 		row += int(cnt)
 	}
-	g := &gmm{out: ob.f32, x: xb.f32, n: n, k: k}
 	tasks := c.tasks
 	work := int64(2) * int64(row) * int64(n) * int64(k)
-	c.pool.parallel(len(tasks), work < serialFlops, func(i int) { g.tile(&tasks[i]) })
+	c.pool.parallel(len(tasks), work < serialFlops, func(i int) { mm.tile(&tasks[i]) })
 	return nil
 }
 
 // tile computes one tile. The accumulators live on the stack: 4 rows × panel columns × 8
-// lanes is 4 KiB.
+// lanes is 4 KiB, 8 KiB for 8 rows.
 func (g *gmm) tile(t *gmmTile) {
+	// Go zeroes a declared array, so tiles that cannot use 8-row blocks (every tile of a
+	// decode step) take the smaller one.
+	if t.rows >= 8 && wideFor(t.w.dt) {
+		var acc tileAcc
+		g.rowsOf(t, acc[:])
+		return
+	}
 	var acc [4 * panel * lanes]float32
-	nc := min(panel, g.n-t.n0)
+	g.rowsOf(t, acc[:])
+}
+
+// rowsOf computes tile t's rows in blocks of 8 (wide kernels), 4 and 1; acc is scratch for
+// the largest block.
+func (g *gmm) rowsOf(t *gmmTile, acc []float32) {
+	nc := t.cols
 	end := t.row + t.rows
 	r := t.row
+	if wideFor(t.w.dt) {
+		for ; r+8 <= end; r += 8 {
+			g.block8w(acc, &t.w, r, t.n0, nc)
+		}
+	}
 	for ; r+4 <= end; r += 4 {
-		g.block4(&acc, &t.w, r, t.n0, nc)
+		g.block4(acc, &t.w, r, t.n0, nc)
 	}
 	for ; r < end; r++ {
-		g.block1(&acc, &t.w, r, t.n0, nc)
+		g.block1(acc, &t.w, r, t.n0, nc)
 	}
 }
 
 // block4 computes rows r..r+3, columns n0..n0+nc-1. A pair whose second column is past
 // the panel repeats the first column, and the duplicate is dropped: cheaper than a
 // separate edge kernel, and it cannot change the kept result.
-func (g *gmm) block4(acc *[4 * panel * lanes]float32, w *wmat, r, n0, nc int) {
+func (g *gmm) block4(acc []float32, w *wmat, r, n0, nc int) {
+	if wideFor(w.dt) {
+		g.block4w(acc, w, r, n0, nc)
+		return
+	}
 	k, k8 := g.k, g.k&^(lanes-1)
 	pairs := (nc + 1) / 2
 	a := acc[:pairs*len(block4x2{})]
@@ -135,7 +192,11 @@ func (g *gmm) block4(acc *[4 * panel * lanes]float32, w *wmat, r, n0, nc int) {
 
 // block1 computes row r, columns n0..n0+nc-1, padding the last quad like block4 pads pairs.
 // It needs no k chunks: one x row (8 KiB at K = 2048) stays in L1 by itself.
-func (g *gmm) block1(acc *[4 * panel * lanes]float32, w *wmat, r, n0, nc int) {
+func (g *gmm) block1(acc []float32, w *wmat, r, n0, nc int) {
+	if wideFor(w.dt) {
+		g.block1w(acc, w, r, n0, nc)
+		return
+	}
 	k, k8 := g.k, g.k&^(lanes-1)
 	quads := (nc + 3) / 4
 	a := acc[:quads*len(block1x4{})]
@@ -152,5 +213,89 @@ func (g *gmm) block1(acc *[4 * panel * lanes]float32, w *wmat, r, n0, nc int) {
 	o := g.out[r*g.n+n0 : r*g.n+n0+nc]
 	for c := range o {
 		o[c] = finish(lane(a, c*lanes), x, w, n0+c, k8)
+	}
+}
+
+// block4w is block4 with the wide kernels: column quads instead of pairs, padded the same
+// way.
+func (g *gmm) block4w(acc []float32, w *wmat, r, n0, nc int) {
+	k, k8 := g.k, g.k&^(lanes-1)
+	quads := (nc + 3) / 4
+	a := acc[:quads*len(block4x4{})]
+	clear(a)
+	var xs [4][]float32
+	for i := range xs {
+		xs[i] = g.x[(r+i)*k : (r+i+1)*k]
+	}
+	xps := [2][]float32{g.xp[r*k : (r+2)*k], g.xp[(r+2)*k : (r+4)*k]}
+	for k0 := 0; k0 < k8; k0 += kChunk {
+		kn := min(kChunk, k8-k0)
+		for q := range quads {
+			var cs [4]int
+			for j := range cs {
+				cs[j] = min(n0+4*q+j, n0+nc-1)
+			}
+			kern4x4((*block4x4)(a[q*len(block4x4{}):]), &xs, &xps, w, &cs, k0, kn)
+		}
+	}
+	for i, x := range xs {
+		o := g.out[(r+i)*g.n+n0 : (r+i)*g.n+n0+nc]
+		for c := range o {
+			o[c] = finish(lane(a, (c/4)*len(block4x4{})+at4x4(i, c%4)), x, w, n0+c, k8)
+		}
+	}
+}
+
+// block1w is block1 with the wide kernel: column octets, padded the same way. block1x8 is
+// [col][lane] like block1x4, so column c's lanes start at c·8 here too.
+func (g *gmm) block1w(acc []float32, w *wmat, r, n0, nc int) {
+	k, k8 := g.k, g.k&^(lanes-1)
+	octs := (nc + 7) / 8
+	a := acc[:octs*len(block1x8{})]
+	clear(a)
+	x := g.x[r*k : (r+1)*k]
+	for q := range octs {
+		var cs [8]int
+		for j := range cs {
+			cs[j] = min(n0+8*q+j, n0+nc-1)
+		}
+		kern1x8((*block1x8)(a[q*len(block1x8{}):]), x, w, &cs, 0, k8)
+	}
+	o := g.out[r*g.n+n0 : r*g.n+n0+nc]
+	for c := range o {
+		o[c] = finish(lane(a, c*lanes), x, w, n0+c, k8)
+	}
+}
+
+// block8w is block4w for 8 rows: twice the rows per weight load, which halves the weight
+// traffic from L2 per flop.
+func (g *gmm) block8w(acc []float32, w *wmat, r, n0, nc int) {
+	k, k8 := g.k, g.k&^(lanes-1)
+	quads := (nc + 3) / 4
+	a := acc[:quads*len(block8x4{})]
+	clear(a)
+	var xs [8][]float32
+	for i := range xs {
+		xs[i] = g.x[(r+i)*k : (r+i+1)*k]
+	}
+	var xps [4][]float32
+	for p := range xps {
+		xps[p] = g.xp[(r+2*p)*k : (r+2*p+2)*k]
+	}
+	for k0 := 0; k0 < k8; k0 += kChunk {
+		kn := min(kChunk, k8-k0)
+		for q := range quads {
+			var cs [4]int
+			for j := range cs {
+				cs[j] = min(n0+4*q+j, n0+nc-1)
+			}
+			kern8x4((*block8x4)(a[q*len(block8x4{}):]), &xs, &xps, w, &cs, k0, kn)
+		}
+	}
+	for i, x := range xs {
+		o := g.out[(r+i)*g.n+n0 : (r+i)*g.n+n0+nc]
+		for c := range o {
+			o[c] = finish(lane(a, (c/4)*len(block8x4{})+at4x4(i, c%4)), x, w, n0+c, k8)
+		}
 	}
 }

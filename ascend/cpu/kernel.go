@@ -133,3 +133,67 @@ func kern1x4Go(acc *block1x4, x []float32, w *wmat, cs *[4]int, k0, kn int) {
 		lanesGo(lane(acc[:], j*lanes), x[k0:k0+kn], w, c, k0)
 	}
 }
+
+// The wide kernels (AVX-512 on amd64) keep the lane order above but hold two output
+// elements' 8 lanes in one 16-wide register. Their accumulator blocks:
+//
+//	block4x4: [row pair][col][16]: rows 2q and 2q+1 of column c share 16 floats, the even
+//	          row's lanes first, so (r, c) starts at ((r/2)·4 + c)·16 + (r%2)·8.
+//	block8x4: the same for rows 0..7 (4 row pairs).
+//	block1x8: [col][lane], like block1x4 with 8 columns.
+type (
+	block4x4 = [4 * 4 * lanes]float32
+	block8x4 = [8 * 4 * lanes]float32
+	block1x8 = [8 * lanes]float32
+)
+
+// at4x4 is where element (r, c) of a block4x4 or block8x4 starts.
+func at4x4(r, c int) int { return ((r/2)*4+c)*16 + (r%2)*lanes }
+
+// kern4x4Go is the portable form of kern4x4: rows xs[0..3] × weight rows cs[0..3].
+func kern4x4Go(acc *block4x4, xs *[4][]float32, w *wmat, cs *[4]int, k0, kn int) {
+	for r, x := range xs {
+		for j, c := range cs {
+			lanesGo(lane(acc[:], at4x4(r, j)), x[k0:k0+kn], w, c, k0)
+		}
+	}
+}
+
+// kern8x4Go is the portable form of kern8x4: rows xs[0..7] × weight rows cs[0..3].
+func kern8x4Go(acc *block8x4, xs *[8][]float32, w *wmat, cs *[4]int, k0, kn int) {
+	for r, x := range xs {
+		for j, c := range cs {
+			lanesGo(lane(acc[:], at4x4(r, j)), x[k0:k0+kn], w, c, k0)
+		}
+	}
+}
+
+// kern1x8Go is the portable form of kern1x8: one x row × weight rows cs[0..7].
+func kern1x8Go(acc *block1x8, x []float32, w *wmat, cs *[8]int, k0, kn int) {
+	for j, c := range cs {
+		lanesGo(lane(acc[:], j*lanes), x[k0:k0+kn], w, c, k0)
+	}
+}
+
+// packPairs packs rows [row, row+cnt) of x ([M, k]) for the wide 8- and 4-row kernels, whose
+// blocks start at row+4j: the pair of rows r, r+1 (r = row+2j, r+1 < row+cnt) goes to
+// xp[r·k : (r+2)·k] as groups of 16 values, 8 k of row r then the same 8 k of row r+1, for
+// k < k rounded down to 8. One 16-wide load then gives both rows' lanes. It only moves
+// values.
+func packPairs(xp, x []float32, k, row, cnt int) {
+	k8 := k &^ (lanes - 1)
+	for r := row; r+2 <= row+cnt; r += 2 {
+		packPair(xp, x, k, k8, r)
+	}
+}
+
+// packPair packs rows r and r+1; see packPairs.
+func packPair(xp, x []float32, k, k8, r int) {
+	dst := xp[r*k : r*k+2*k8]
+	a, b := x[r*k:r*k+k8], x[(r+1)*k:(r+1)*k+k8]
+	for g := 0; g < k8; g += lanes {
+		d := dst[2*g : 2*g+2*lanes : 2*g+2*lanes]
+		copy(d[:lanes], a[g:g+lanes])
+		copy(d[lanes:], b[g:g+lanes])
+	}
+}

@@ -20,7 +20,7 @@ func newBench(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Benchmarks: a table, then one summary line",
 	}
-	c.AddCommand(newBenchLayer(g), newBenchGenerate(g))
+	c.AddCommand(newBenchLayer(g), newBenchGenerate(g), newBenchKernels(g), newBenchSkew(g))
 	return c
 }
 

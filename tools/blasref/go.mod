@@ -1,0 +1,3 @@
+module github.com/moemesh/moemesh/tools/blasref
+
+go 1.26
