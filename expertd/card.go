@@ -45,8 +45,10 @@ type card struct {
 	inflight atomic.Int64 // accepted and not yet answered
 	rows     atomic.Int64 // rows computed, for the rate in the lease
 	runs     atomic.Int64 // grouped computations run (fewer than batches when coalescing)
+	busy     atomic.Int64 // nanoseconds spent computing, for the lease
 	mu       sync.Mutex
 	lastRows int64
+	lastBusy int64
 	lastAt   time.Time
 	tenants  map[string]int64 // expert pairs computed per tenant
 	// states overrides the lease state of experts being loaded or drained by a live
@@ -243,6 +245,7 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 	start := time.Now()
 	err := c.set.Compute(model.Batch{Layer: int(part[0].b.Layer), X: c.x, RowPtr: c.rowPtr, Experts: c.ex, Weights: c.w}, pairs, out)
 	compute := time.Since(start)
+	c.busy.Add(int64(compute))
 	if op != nil {
 		endSpan(op, err)
 	}
@@ -311,10 +314,11 @@ func wireError(err error) error {
 
 // status is the card's lease. Called from the heartbeat goroutine: it reads only
 // what is safe to read concurrently with the worker (the expert set is locked).
-func (c *card) status(daemon string, draining bool) *proto.CardStatus {
+func (c *card) status(daemon string, draining, leaving bool) *proto.CardStatus {
 	mi := c.dev.MemInfo()
 	st := &proto.CardStatus{V: proto.Version, Card: c.id, Daemon: daemon, Device: c.device,
-		MemTotal: mi.Total, MemUsed: mi.Used, Queue: int32(len(c.jobs)), Beat: time.Now().UnixNano(), Draining: draining}
+		MemTotal: mi.Total, MemUsed: mi.Used, Queue: int32(len(c.jobs)), Beat: time.Now().UnixNano(),
+		Draining: draining, Leaving: leaving}
 	keys := c.keys()
 	c.mu.Lock()
 	for _, k := range keys {
@@ -332,11 +336,15 @@ func (c *card) status(daemon string, draining bool) *proto.CardStatus {
 			st.Experts = append(st.Experts, proto.ExpertState{Layer: int32(k.Layer), Expert: int32(k.Expert), State: s})
 		}
 	}
-	now, rows := time.Now(), c.rows.Load()
+	now, rows, busy := time.Now(), c.rows.Load(), c.busy.Load()
 	if dt := now.Sub(c.lastAt).Seconds(); dt > 0 {
 		st.TokensPerSec = float32(float64(rows-c.lastRows) / dt)
+		// A computation is counted when it ends, so one that began in the previous window
+		// can push the fraction past 1.
+		st.Busy = float32(min(1, float64(busy-c.lastBusy)/1e9/dt))
 	}
-	c.lastRows, c.lastAt = rows, now
+	st.BusyNanos = busy
+	c.lastRows, c.lastBusy, c.lastAt = rows, busy, now
 	c.mu.Unlock()
 	return st
 }

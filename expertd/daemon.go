@@ -39,7 +39,12 @@ type Config struct {
 	QueueDepth  int           // batches a card holds before answering 503 (default 64)
 	MaxCoalesce int           // batches merged into one grouped matmul (default 16)
 	DrainWait   time.Duration // how long shutdown waits for in-flight work (default 10s)
-	Logger      *slog.Logger
+	// LeaveWait bounds how long a graceful shutdown of a controller-managed daemon keeps
+	// serving, with leases marked leaving, until every expert it holds is ready on another
+	// card (default 20s; < 0: do not wait). Static daemons (no assignment) do not wait:
+	// nobody would place the replicas.
+	LeaveWait time.Duration
+	Logger    *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -76,6 +81,9 @@ func (c *Config) defaults() error {
 	}
 	if c.DrainWait <= 0 {
 		c.DrainWait = 10 * time.Second
+	}
+	if c.LeaveWait == 0 {
+		c.LeaveWait = 20 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -181,9 +189,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	if err := d.nc.FlushTimeout(5 * time.Second); err != nil {
 		return fmt.Errorf("expertd: flush: %w", err)
 	}
-	beat := func(draining bool) {
+	beat := func(draining, leaving bool) {
 		for _, c := range d.cards {
-			st := c.status(d.cfg.Daemon, draining)
+			st := c.status(d.cfg.Daemon, draining, leaving)
 			pctx, cancel := context.WithTimeout(context.Background(), d.cfg.Heartbeat)
 			if err := reg.PutCard(pctx, st); err != nil {
 				log.Warn("lease refresh failed", "card", c.id, "err", err)
@@ -193,13 +201,15 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 			cancel()
 		}
 	}
-	beat(false)
+	beat(false, false)
 	// Live assignments: each card follows its assign key, if the controller writes one.
 	var reconcilers sync.WaitGroup
 	recCtx, stopReconcile := context.WithCancel(ctx)
 	defer func() { stopReconcile(); reconcilers.Wait() }()
+	var recs []*reconciler
 	for _, c := range d.cards {
 		rec := newReconciler(c, &d.cfg, d.mcfg)
+		recs = append(recs, rec)
 		if err := reg.WatchAssign(recCtx, c.id, rec.update); err != nil {
 			return fmt.Errorf("expertd: card %s: %w", c.id, err)
 		}
@@ -216,16 +226,29 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			done = true
 		case <-tick.C:
-			beat(false)
+			beat(false, false)
 		}
+	}
+	tick.Stop()
+
+	// Leave: keep serving under leases marked leaving until the controller has made our
+	// experts ready elsewhere, so that draining takes no expert's last replica away.
+	stopReconcile()
+	reconcilers.Wait()
+	managed := false
+	for _, r := range recs {
+		if _, ok := r.desired(); ok {
+			managed = true
+		}
+	}
+	if managed && d.cfg.LeaveWait > 0 && !d.nc.IsClosed() {
+		d.leave(reg, beat)
 	}
 
 	// Drain: routers stop choosing our cards on the draining lease; what is already on its
 	// way is still answered until the endpoints stop; then the queues empty and the leases go.
 	log.Info("draining")
-	stopReconcile()
-	reconcilers.Wait()
-	beat(true)
+	beat(true, false)
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), d.cfg.DrainWait)
 	defer cancelDrain()
 	for _, c := range d.cards {
@@ -249,6 +272,90 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	log.Info("drained")
 	return nil
+}
+
+// leave heartbeats leases marked leaving until every expert on the daemon's cards is ready
+// on a card of another daemon that is itself staying, or LeaveWait has passed. It stops
+// waiting early when waiting cannot help: no controller holds the leader lease, no other
+// card stays (a whole mesh shutting down), or the connection is closed.
+func (d *Daemon) leave(reg *mesh.Registry, beat func(draining, leaving bool)) {
+	log := d.cfg.Logger
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.LeaveWait)
+	defer cancel()
+	tick := time.NewTicker(d.cfg.Heartbeat)
+	defer tick.Stop()
+	log.Info("leaving: waiting for the experts to be ready elsewhere", "max", d.cfg.LeaveWait)
+	for {
+		if d.nc.IsClosed() {
+			log.Warn("leaving: the NATS connection is closed")
+			return
+		}
+		beat(false, true)
+		lctx, lcancel := context.WithTimeout(ctx, 2*d.cfg.Heartbeat+time.Second)
+		leases, err := reg.Cards(lctx)
+		lcancel()
+		var missing []model.ExpertKey
+		if err == nil {
+			var staying int
+			missing, staying = d.uncovered(leases)
+			if len(missing) == 0 {
+				log.Info("left: every expert is ready elsewhere", "after", time.Since(t0).Round(time.Millisecond))
+				return
+			}
+			if staying == 0 {
+				log.Warn("leaving: no other card stays to take the experts", "missing", len(missing))
+				return
+			}
+			lctx, lcancel := context.WithTimeout(ctx, 2*d.cfg.Heartbeat+time.Second)
+			leader, lerr := reg.Leader(lctx)
+			lcancel()
+			if lerr == nil && leader == "" {
+				log.Warn("leaving: no placement controller to move the experts", "missing", len(missing))
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			args := []any{"after", time.Since(t0).Round(time.Millisecond), "last_err", err, "missing", len(missing)}
+			if len(missing) > 0 {
+				args = append(args, "first", missing[0].String())
+			}
+			log.Warn("leaving although experts have no replica elsewhere", args...)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// uncovered lists the experts of the daemon's cards that no other card serves (ready
+// there, and that card neither draining nor leaving), and counts the other cards staying.
+func (d *Daemon) uncovered(leases []proto.CardStatus) (missing []model.ExpertKey, staying int) {
+	ours := map[string]bool{}
+	for _, c := range d.cards {
+		ours[c.id] = true
+	}
+	elsewhere := map[model.ExpertKey]bool{}
+	for _, st := range leases {
+		if ours[st.Card] || st.Draining || st.Leaving {
+			continue
+		}
+		staying++
+		for _, e := range st.Experts {
+			if e.State == proto.StateReady {
+				elsewhere[model.ExpertKey{Layer: int(e.Layer), Expert: int(e.Expert)}] = true
+			}
+		}
+	}
+	for _, c := range d.cards {
+		for _, k := range c.keys() {
+			if !elsewhere[k] {
+				missing = append(missing, k)
+			}
+		}
+	}
+	sortKeys(missing)
+	return missing, staying
 }
 
 func (d *Daemon) openCard(ctx context.Context, ck *safetensors.Checkpoint, cc CardConfig) (*card, error) {

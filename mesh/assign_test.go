@@ -182,6 +182,20 @@ func TestCampaign(t *testing.T) {
 		}
 		return nil
 	})
+	reader := openRegistry(t, connect(t, s.ClientURL()), "lead", 0, WithLogger(slog.New(slog.DiscardHandler)))
+	leader := func() string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		id, err := reader.Leader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if id := leader(); id != "a" {
+		t.Fatalf("Leader() = %q while a leads", id)
+	}
 	b := start("b")
 	// b must not take over while a renews: the lease TTL is 1 s, wait several.
 	deadline := time.Now().Add(3 * time.Second)
@@ -204,8 +218,14 @@ func TestCampaign(t *testing.T) {
 		return nil
 	})
 	t.Logf("b took over %v after a resigned", time.Since(resigned).Round(time.Millisecond))
+	if id := leader(); id != "b" {
+		t.Fatalf("Leader() = %q while b leads", id)
+	}
 	b.cancel()
 	<-b.done
+	if id := leader(); id != "" {
+		t.Fatalf("Leader() = %q after every campaigner resigned", id)
+	}
 }
 
 // A leader whose connection dies loses the lease to its TTL; another campaigner takes over.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -15,13 +16,27 @@ const (
 	DefaultConnectWait = 10 * time.Second // first-connect wait when ctx has no deadline
 	reconnectWait      = 250 * time.Millisecond
 	reconnectJitter    = 100 * time.Millisecond
-	dialTimeout        = 2 * time.Second
-	pingInterval       = 5 * time.Second
-	maxPingsOut        = 3 // a dead server is noticed within ~15 s even without a TCP error
+	// reconnectMaxWait caps the backoff: a service comes back at most this long (plus
+	// jitter) after its server, well inside the 5 s the mesh promises after a restart.
+	reconnectMaxWait = time.Second
+	dialTimeout      = 2 * time.Second
+	pingInterval     = 5 * time.Second
+	maxPingsOut      = 3 // a dead server is noticed within ~15 s even without a TCP error
 )
 
 // ErrConnect: no connection to NATS could be made.
 var ErrConnect = errors.New("mesh: cannot connect to NATS")
+
+// ReconnectDelay is the wait after the attempts-th failed round of reconnects (1 after
+// the first): 250 ms doubling up to 1 s, plus jitter (ns, the caller's random share of
+// up to 100 ms).
+func ReconnectDelay(attempts int, jitter int64) time.Duration {
+	d := reconnectWait
+	for i := 1; i < attempts && d < reconnectMaxWait; i++ {
+		d *= 2
+	}
+	return min(d, reconnectMaxWait) + time.Duration(max(0, jitter))
+}
 
 // Connect dials NATS at url (a comma-separated list is fine) with the defaults every
 // moemesh service wants, and waits until the first connection is up: until ctx's deadline,
@@ -30,8 +45,9 @@ var ErrConnect = errors.New("mesh: cannot connect to NATS")
 // Defaults, each overridable by opts (they are applied last):
 //   - RetryOnFailedConnect: a service may start before its server; the first connection is
 //     retried like a reconnect during the wait above.
-//   - MaxReconnects(-1), ReconnectWait 250 ms + up to 100 ms jitter: never give up, come
-//     back quickly, and do not let a fleet reconnect in lockstep.
+//   - MaxReconnects(-1) with an exponential backoff (ReconnectDelay): never give up, come
+//     back within a fraction of a second from a short outage, poll a long one only every
+//     second, and (with the jitter) do not let a fleet reconnect in lockstep.
 //   - ReconnectBufSize(-1): while disconnected, publishes and requests fail at once instead
 //     of being buffered and replayed late (stale tensors, deadlines long gone).
 //   - PingInterval 5 s, MaxPingsOut 3; a 2 s dial timeout.
@@ -52,6 +68,9 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(reconnectWait),
 		nats.ReconnectJitter(reconnectJitter, reconnectJitter),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			return ReconnectDelay(attempts, rand.Int64N(int64(reconnectJitter)+1))
+		}),
 		nats.ReconnectBufSize(-1),
 		nats.PingInterval(pingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),

@@ -24,6 +24,7 @@ func TestConnectDefaults(t *testing.T) {
 		{"max reconnects", o.MaxReconnect, -1},
 		{"reconnect wait", o.ReconnectWait, 250 * time.Millisecond},
 		{"reconnect buffer", o.ReconnectBufSize, -1},
+		{"reconnect backoff", o.CustomReconnectDelayCB != nil, true},
 		{"max pings out", o.MaxPingsOut, 3},
 		{"dial timeout", o.Timeout, 2 * time.Second},
 		{"ping interval (overridden)", o.PingInterval, 7 * time.Second},
@@ -82,5 +83,26 @@ func TestConnectBeforeServer(t *testing.T) {
 		r.nc.Close()
 	case <-time.After(6 * time.Second):
 		t.Fatal("Connect did not return")
+	}
+}
+
+func TestReconnectDelay(t *testing.T) {
+	for _, tc := range []struct {
+		attempts int
+		jitter   int64
+		want     time.Duration
+	}{
+		{1, 0, 250 * time.Millisecond},
+		{2, 0, 500 * time.Millisecond},
+		{3, 0, time.Second},
+		{4, 0, time.Second},
+		{1000, 0, time.Second},
+		{0, 0, 250 * time.Millisecond},
+		{2, int64(40 * time.Millisecond), 540 * time.Millisecond},
+		{4, -5, time.Second},
+	} {
+		if got := ReconnectDelay(tc.attempts, tc.jitter); got != tc.want {
+			t.Errorf("ReconnectDelay(%d, %d) = %v, want %v", tc.attempts, tc.jitter, got, tc.want)
+		}
 	}
 }

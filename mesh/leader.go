@@ -129,3 +129,18 @@ func (r *Registry) hold(ctx context.Context, id string, ttl, every time.Duration
 		}
 	}
 }
+
+// Leader returns the id holding the leader lease, or "" when nobody holds it (never
+// elected, resigned, or lapsed).
+func (r *Registry) Leader(ctx context.Context) (string, error) {
+	ctx, cancel := withDefaultDeadline(ctx)
+	defer cancel()
+	e, err := r.kv.Get(ctx, proto.LeaderKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("mesh: leader of %s: %w", r.cfg.Bucket, err)
+	}
+	return string(e.Value()), nil
+}

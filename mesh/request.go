@@ -54,7 +54,8 @@ func (e *requestError) Unwrap() []error {
 }
 
 // Request sends msg and waits for one reply until ctx's deadline; a ctx without a deadline
-// is refused (ErrNoDeadline). It stamps msg with proto.HeaderDeadline, so the responder can
+// is refused (ErrNoDeadline). If the connection drops meanwhile, it fails at once with
+// ErrNotConnected: the reply could no longer arrive. It stamps msg with proto.HeaderDeadline, so the responder can
 // drop work whose caller has given up.
 //
 // A reply carrying a service error (proto.HeaderErrorCode, as written by RespondError or
@@ -74,8 +75,13 @@ func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, erro
 	}
 	msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
 
-	reply, err := nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
+	wctx, done := watchOf(nc).wait(ctx, nc)
+	reply, err := nc.RequestMsgWithContext(wctx, msg)
+	if lost := done(); err != nil {
+		if lost && ctx.Err() == nil {
+			// The connection dropped while we waited: the reply cannot come (disconnect.go).
+			err = fmt.Errorf("%w: the connection was lost while waiting for the reply", nats.ErrDisconnected)
+		}
 		return nil, classify(msg.Subject, err)
 	}
 	if perr, ok := proto.ParseError(reply.Header.Get(proto.HeaderErrorCode), reply.Header.Get(proto.HeaderError)); ok {

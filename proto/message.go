@@ -184,6 +184,16 @@ type CardStatus struct {
 	TokensPerSec float32 // rows computed per second, recent
 	Beat         int64   // unix nanoseconds of this heartbeat
 	Draining     bool
+	// BusyNanos is the card's compute time since its daemon started (monotonic), and Busy
+	// the fraction of wall time it computed over the last heartbeat (0 to 1). Queue depth
+	// says what waits; busy time says how close the card is to saturation when nothing
+	// waits yet.
+	BusyNanos int64
+	Busy      float32
+	// Leaving: the daemon is shutting down gracefully and still serves. The controller
+	// plans without the card (its experts get replicas elsewhere) and the daemon drains
+	// once its experts are ready on other cards, so no request loses its replica.
+	Leaving bool
 }
 
 // Validate checks a decoded status.
@@ -193,6 +203,9 @@ func (s *CardStatus) Validate() error {
 	}
 	if err := ValidToken(s.Card); err != nil {
 		return fmt.Errorf("%w: card status: %w", ErrDecode, err)
+	}
+	if s.BusyNanos < 0 || !(s.Busy >= 0 && s.Busy <= 1) {
+		return fmt.Errorf("%w: card %s: busy %g (%d ns), want a fraction 0 to 1 and time >= 0", ErrDecode, s.Card, s.Busy, s.BusyNanos)
 	}
 	for _, e := range s.Experts {
 		if e.Layer < 0 || e.Expert < 0 || e.State < StateLoading || e.State > StateDraining {

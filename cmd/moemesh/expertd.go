@@ -22,7 +22,7 @@ func newExpertd(g *globals) *cobra.Command {
 	var (
 		natsURL, modelSpec, name, id, device, cards, cardMem, layers, experts string
 		metricsAddr                                                           string
-		heartbeat                                                             time.Duration
+		heartbeat, leaveWait                                                  time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "expertd",
@@ -90,7 +90,7 @@ func newExpertd(g *globals) *cobra.Command {
 			}
 			defer nc.Close()
 			d, err := expertd.New(expertd.Config{Model: name, ModelDir: dir, Daemon: id, Backend: be, Cards: ccs,
-				Heartbeat: heartbeat, Logger: log}, nc)
+				Heartbeat: heartbeat, LeaveWait: leaveWait, Logger: log}, nc)
 			if err != nil {
 				return err
 			}
@@ -115,5 +115,6 @@ func newExpertd(g *globals) *cobra.Command {
 	f.StringVar(&experts, "experts", "all", "experts to serve: one set for every card or ';'-separated sets per card, e.g. \"0-7;8-15\"; none: start empty, for the placement controller (moemesh router --controller)")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9102")
 	f.DurationVar(&heartbeat, "heartbeat", time.Second, "lease heartbeat; a card is gone after 3 missed beats")
+	f.DurationVar(&leaveWait, "leave-wait", 20*time.Second, "on SIGTERM with a placement controller, how long to keep serving until the experts are ready on other cards (< 0: drain at once)")
 	return c
 }

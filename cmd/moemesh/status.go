@@ -33,6 +33,7 @@ type cardStatus struct {
 	Daemon       string           `json:"daemon"`
 	Device       string           `json:"device"`
 	Draining     bool             `json:"draining"`
+	Leaving      bool             `json:"leaving"`
 	Ready        map[int32]string `json:"ready"`             // layer → expert ranges
 	Loading      map[int32]string `json:"loading,omitempty"` // layer → expert ranges
 	DrainingExp  map[int32]string `json:"draining_experts,omitempty"`
@@ -40,6 +41,8 @@ type cardStatus struct {
 	Assigned     int              `json:"assigned"` // experts in its assignment; -1: none (static)
 	Queue        int32            `json:"queue"`
 	TokensPerSec float32          `json:"tokens_per_sec"`
+	Busy         float32          `json:"busy"`         // fraction of the last heartbeat spent computing
+	BusySeconds  float64          `json:"busy_seconds"` // compute time since the daemon started
 	MemUsed      int64            `json:"mem_used"`
 	MemTotal     int64            `json:"mem_total"` // 0: unlimited
 	BeatAgeMs    int64            `json:"beat_age_ms"`
@@ -127,8 +130,8 @@ func buildStatus(model string, cards []proto.CardStatus, assigns map[string]*pro
 	replicas := map[int32]map[int32]int{}
 	maxExpert := map[int32]int32{}
 	for _, c := range cards {
-		cs := cardStatus{Card: c.Card, Daemon: c.Daemon, Device: c.Device, Draining: c.Draining, Assigned: -1,
-			Queue: c.Queue, TokensPerSec: c.TokensPerSec, MemUsed: c.MemUsed, MemTotal: c.MemTotal,
+		cs := cardStatus{Card: c.Card, Daemon: c.Daemon, Device: c.Device, Draining: c.Draining, Leaving: c.Leaving, Assigned: -1,
+			Queue: c.Queue, TokensPerSec: c.TokensPerSec, Busy: c.Busy, BusySeconds: float64(c.BusyNanos) / 1e9, MemUsed: c.MemUsed, MemTotal: c.MemTotal,
 			BeatAgeMs: now.Sub(time.Unix(0, c.Beat)).Milliseconds()}
 		if a := assigns[c.Card]; a != nil {
 			cs.Assigned = len(a.Experts)
@@ -238,11 +241,14 @@ func layerRanges(m map[int32]string) string {
 func printStatus(w io.Writer, st meshStatus) {
 	fmt.Fprintf(w, "model %s: %d cards\n\n", st.Model, len(st.Cards))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CARD\tDAEMON\tDEVICE\tSTATE\tEXPERTS\tASSIGNED\tQUEUE\tTOK/S\tMEMORY\tREADY\tLOADING\tDRAINING")
+	fmt.Fprintln(tw, "CARD\tDAEMON\tDEVICE\tSTATE\tEXPERTS\tASSIGNED\tQUEUE\tTOK/S\tBUSY\tMEMORY\tREADY\tLOADING\tDRAINING")
 	for _, c := range st.Cards {
 		state := "serving"
-		if c.Draining {
+		switch {
+		case c.Draining:
 			state = "draining"
+		case c.Leaving:
+			state = "leaving"
 		}
 		assigned := "static"
 		if c.Assigned >= 0 {
@@ -252,8 +258,8 @@ func printStatus(w io.Writer, st meshStatus) {
 		if c.MemTotal > 0 {
 			mem += " / " + humanize.IBytes(uint64(c.MemTotal))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%.0f\t%s\t%s\t%s\t%s\n", c.Card, c.Daemon, c.Device, state,
-			c.Experts, assigned, c.Queue, c.TokensPerSec, mem, layerRanges(c.Ready), layerRanges(c.Loading), layerRanges(c.DrainingExp))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%.0f\t%.0f%% (%s)\t%s\t%s\t%s\t%s\n", c.Card, c.Daemon, c.Device, state,
+			c.Experts, assigned, c.Queue, c.TokensPerSec, 100*c.Busy, (time.Duration(c.BusySeconds * 1e9)).Round(time.Millisecond), mem, layerRanges(c.Ready), layerRanges(c.Loading), layerRanges(c.DrainingExp))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w)

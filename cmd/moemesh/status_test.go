@@ -36,14 +36,16 @@ func TestBuildStatus(t *testing.T) {
 	}
 	cards := []proto.CardStatus{
 		{Card: "b", Daemon: "d2", Experts: append(es(proto.StateReady, 1, 2, 3), es(proto.StateLoading, 1, 0)...), MemUsed: 10, MemTotal: 100, Beat: now.Add(-time.Second).UnixNano()},
-		{Card: "a", Daemon: "d1", Experts: append(es(proto.StateReady, 1, 0, 1, 2), es(proto.StateDraining, 1, 4)...), Queue: 3, Beat: now.UnixNano()},
+		{Card: "a", Daemon: "d1", Experts: append(es(proto.StateReady, 1, 0, 1, 2), es(proto.StateDraining, 1, 4)...), Queue: 3, Beat: now.UnixNano(),
+			Busy: 0.25, BusyNanos: 1500e6, Leaving: true},
 	}
 	st := buildStatus("m", cards, map[string]*proto.Assignment{"a": {Card: "a", Experts: make(proto.ExpertRefs, 3)}}, now)
 	if len(st.Cards) != 2 || st.Cards[0].Card != "a" || st.Cards[1].Card != "b" {
 		t.Fatalf("cards %+v", st.Cards)
 	}
 	a, b := st.Cards[0], st.Cards[1]
-	if a.Ready[1] != "0-2" || a.DrainingExp[1] != "4" || a.Experts != 3 || a.Assigned != 3 || a.Queue != 3 {
+	if a.Ready[1] != "0-2" || a.DrainingExp[1] != "4" || a.Experts != 3 || a.Assigned != 3 || a.Queue != 3 ||
+		a.Busy != 0.25 || a.BusySeconds != 1.5 || !a.Leaving {
 		t.Errorf("card a: %+v", a)
 	}
 	if b.Ready[1] != "2-3" || b.Loading[1] != "0" || b.Assigned != -1 || b.BeatAgeMs != 1000 {
@@ -61,7 +63,7 @@ func TestBuildStatus(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	printStatus(&buf, st)
-	for _, s := range []string{"L1:0-2", "static", "1×: 0-1,3", "2×: 2", "L1:4"} {
+	for _, s := range []string{"L1:0-2", "static", "1×: 0-1,3", "2×: 2", "L1:4", "leaving", "25% (1.5s)"} {
 		if !strings.Contains(buf.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, buf.String())
 		}

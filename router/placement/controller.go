@@ -163,8 +163,8 @@ func (c *Controller) lead(ctx context.Context, reg *mesh.Registry) error {
 			return
 		}
 		l.cards[id] = st
-		if !known || old.Draining != st.Draining {
-			l.signal()
+		if !known || old.Draining != st.Draining || old.Leaving != st.Leaving {
+			l.signal() // capacity came or is going: plan again
 		}
 	}); err != nil {
 		return err
@@ -264,8 +264,9 @@ func (c *Controller) round(ctx context.Context, reg *mesh.Registry, l *leader, e
 	return errors.Join(errs...)
 }
 
-// input snapshots the leader's view: the live cards (draining ones are leaving and get
-// nothing), their current experts (the last assignment, or the lease in static mode) and
+// input snapshots the leader's view: the live cards (draining and leaving ones get
+// nothing: a leaving card's experts are placed elsewhere while it still serves them, and
+// it drains once they are ready there), their current experts (the last assignment, or the lease in static mode) and
 // the load over the window.
 func (c *Controller) input(l *leader) (Input, map[string]*proto.CardStatus, map[string][]model.ExpertKey) {
 	l.mu.Lock()
@@ -295,7 +296,7 @@ func (c *Controller) input(l *leader) (Input, map[string]*proto.CardStatus, map[
 			}
 			prev[id] = ks
 		}
-		if st.Draining {
+		if st.Draining || st.Leaving {
 			continue
 		}
 		card := Card{ID: id}

@@ -1,0 +1,94 @@
+package mesh
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A request waiting for its reply when the connection drops can never be answered: the
+// reply subscription is gone with the connection, and nothing is buffered for replay
+// (ReconnectBufSize -1). Left alone it would wait out its whole deadline (a router's
+// layer step then stalls for an attempt timeout after a NATS restart). So Request
+// registers its cancel with its connection's watch, which cancels every waiting request
+// as soon as the connection is lost, and Request reports ErrNotConnected at once.
+
+// connWatch follows one connection's status for the requests waiting on it.
+type connWatch struct {
+	mu      sync.Mutex
+	waiting map[*waiter]struct{}
+}
+
+// waiter is one Request waiting on a connection.
+type waiter struct {
+	cancel context.CancelFunc
+	lost   atomic.Bool // the connection dropped while it waited
+}
+
+// watches maps a *nats.Conn to its *connWatch. Each watch runs one goroutine, owned by
+// the connection: it ends when the connection is closed.
+var watches sync.Map
+
+// watchOf returns nc's watch, starting it on first use.
+func watchOf(nc *nats.Conn) *connWatch {
+	if w, ok := watches.Load(nc); ok {
+		return w.(*connWatch)
+	}
+	w := &connWatch{waiting: map[*waiter]struct{}{}}
+	if actual, loaded := watches.LoadOrStore(nc, w); loaded {
+		return actual.(*connWatch)
+	}
+	ch := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	if nc.IsClosed() { // closed before the listener was in place: no event will come
+		nc.RemoveStatusListener(ch)
+		watches.Delete(nc)
+		return w
+	}
+	go w.run(nc, ch)
+	return w
+}
+
+func (w *connWatch) run(nc *nats.Conn, ch chan nats.Status) {
+	defer nc.RemoveStatusListener(ch)
+	for st := range ch {
+		w.dropAll()
+		if st == nats.CLOSED {
+			watches.Delete(nc)
+			return
+		}
+	}
+}
+
+// dropAll cancels every waiting request.
+func (w *connWatch) dropAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for r := range w.waiting {
+		r.lost.Store(true)
+		r.cancel()
+	}
+}
+
+// wait registers a request about to wait on nc under ctx; it returns the context to wait
+// with and done, which unregisters it and says whether the connection dropped meanwhile.
+func (w *connWatch) wait(ctx context.Context, nc *nats.Conn) (context.Context, func() (lost bool)) {
+	wctx, cancel := context.WithCancel(ctx)
+	r := &waiter{cancel: cancel}
+	w.mu.Lock()
+	w.waiting[r] = struct{}{}
+	w.mu.Unlock()
+	// A drop just before registering sent its event already: look at the status itself.
+	if !nc.IsConnected() {
+		r.lost.Store(true)
+		cancel()
+	}
+	return wctx, func() bool {
+		w.mu.Lock()
+		delete(w.waiting, r)
+		w.mu.Unlock()
+		cancel()
+		return r.lost.Load()
+	}
+}
