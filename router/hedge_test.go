@@ -41,6 +41,13 @@ func startFakeMesh(t *testing.T, cards ...fakeCard) *fakeMesh {
 	t.Helper()
 	fm := &fakeMesh{url: natsURL(t), model: "m", stop: make(chan struct{})}
 	t.Cleanup(func() { close(fm.stop); fm.wg.Wait() })
+	fm.add(t, cards...)
+	return fm
+}
+
+// add starts answering as cards and puts their leases.
+func (fm *fakeMesh) add(t *testing.T, cards ...fakeCard) {
+	t.Helper()
 	nc := dial(t, fm.url, "fake-cards")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -61,7 +68,6 @@ func startFakeMesh(t *testing.T, cards ...fakeCard) *fakeMesh {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	return fm
 }
 
 func (fm *fakeMesh) answer(c fakeCard, msg *nats.Msg) {

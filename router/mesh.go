@@ -275,7 +275,24 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 			case <-t.C:
 			}
 		}
+		changed := m.tab.waitChange()
 		sends, err := m.plan(layer, x, hidden, r, pending, failed, busy)
+		if errors.Is(err, ErrNoReplica) {
+			// An expert lost its last replica (a card died, the registry is refilling after a
+			// NATS restart): the controller re-places it within seconds, so the step waits for
+			// the table to change, up to the layer deadline, instead of failing at once.
+			m.cfg.Logger.Debug("waiting for a replica", "layer", layer, "err", err)
+			select {
+			case <-ctx.Done():
+				if lastErr != nil {
+					err = fmt.Errorf("%w (after: %w)", err, lastErr)
+				}
+				return fmt.Errorf("%w; waited until the deadline: %w", err, ctx.Err())
+			case <-changed:
+			}
+			wait = 0
+			continue
+		}
 		if err != nil {
 			if lastErr != nil {
 				err = fmt.Errorf("%w (after: %w)", err, lastErr)
