@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -24,11 +25,14 @@ const (
 	ExporterOTLPGRPC = "otlp-grpc"
 	ExporterStdout   = "stdout"
 	ExporterNone     = "none"
+	// ExporterDiscard batches spans like the others and drops them: what tracing costs a
+	// process, without a collector (benchmarks).
+	ExporterDiscard = "discard"
 )
 
 // Config configures Setup. cmd/ fills it from the standard OTEL_* environment.
 type Config struct {
-	// Exporter is one of otlp-http, otlp-grpc, stdout or none ("" is none).
+	// Exporter is one of otlp-http, otlp-grpc, stdout, discard or none ("" is none).
 	Exporter string
 	// Endpoint is the OTLP endpoint URL, e.g. http://localhost:4318 (HTTP; /v1/traces is
 	// appended to a URL without a path) or http://localhost:4317 (gRPC); an http:// scheme
@@ -44,6 +48,8 @@ type Config struct {
 	Attributes []attribute.KeyValue
 	// Stdout is where the stdout exporter writes (nil: os.Stdout).
 	Stdout io.Writer
+	// Discard is the discard exporter's counter (nil: a new one).
+	Discard *Discard
 }
 
 // Setup installs a TracerProvider exporting as cfg says and the W3C trace-context plus
@@ -52,13 +58,32 @@ type Config struct {
 // nothing and shutdown does nothing.
 func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) error, err error) {
 	otel.SetTextMapPropagator(Propagator)
+	if strings.EqualFold(cfg.Exporter, ExporterNone) || cfg.Exporter == "" {
+		if cfg.SampleRatio < 0 || cfg.SampleRatio > 1 {
+			return nil, fmt.Errorf("tracing: sample ratio %g, want 0 to 1", cfg.SampleRatio)
+		}
+		return func(context.Context) error { return nil }, nil
+	}
+	tp, err := NewProvider(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	otel.SetTracerProvider(tp)
+	return tp.Shutdown, nil
+}
+
+// NewProvider makes the TracerProvider Setup installs, without installing it: a batching
+// span processor over cfg's exporter, cfg's resource and the parent-based ratio sampler.
+// Exporter none is an error here: it means no provider at all.
+func NewProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvider, error) {
 	if cfg.SampleRatio < 0 || cfg.SampleRatio > 1 {
 		return nil, fmt.Errorf("tracing: sample ratio %g, want 0 to 1", cfg.SampleRatio)
 	}
-	var exp sdktrace.SpanExporter
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
 	switch strings.ToLower(cfg.Exporter) {
-	case "", ExporterNone:
-		return func(context.Context) error { return nil }, nil
 	case ExporterOTLPHTTP, "otlp":
 		var opts []otlptracehttp.Option
 		if cfg.Endpoint != "" {
@@ -84,8 +109,13 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 			w = os.Stdout
 		}
 		exp, err = stdouttrace.New(stdouttrace.WithWriter(w))
+	case ExporterDiscard:
+		exp = cfg.Discard
+		if exp == nil {
+			exp = &Discard{}
+		}
 	default:
-		return nil, fmt.Errorf("tracing: exporter %q, want otlp-http, otlp-grpc, stdout or none", cfg.Exporter)
+		return nil, fmt.Errorf("tracing: exporter %q, want otlp-http, otlp-grpc, stdout, discard or none", cfg.Exporter)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %s exporter: %w", cfg.Exporter, err)
@@ -95,14 +125,29 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		_ = exp.Shutdown(ctx)
 		return nil, err
 	}
-	tp := sdktrace.NewTracerProvider(
+	return sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
 		sdktrace.WithSampler(Sampler(cfg.SampleRatio)),
-	)
-	otel.SetTracerProvider(tp)
-	return tp.Shutdown, nil
+	), nil
 }
+
+// Discard is a span exporter that counts the spans it is given and drops them.
+type Discard struct {
+	spans atomic.Int64
+}
+
+// ExportSpans counts spans.
+func (d *Discard) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	d.spans.Add(int64(len(spans)))
+	return nil
+}
+
+// Shutdown does nothing.
+func (d *Discard) Shutdown(context.Context) error { return nil }
+
+// Spans is how many spans were exported so far.
+func (d *Discard) Spans() int64 { return d.spans.Load() }
 
 // Sampler is the sampler Setup uses: parent-based, new traces kept with probability ratio.
 func Sampler(ratio float64) sdktrace.Sampler {

@@ -116,3 +116,33 @@ func TestDetail(t *testing.T) {
 		t.Fatalf("detail without baggage %v", got)
 	}
 }
+
+// TestDiscardProvider: the discard exporter sees exactly the sampled spans, after the batch
+// processor flushes them on shutdown.
+func TestDiscardProvider(t *testing.T) {
+	for _, tc := range []struct {
+		ratio float64
+		want  int64
+	}{{1, 5}, {0, 0}} {
+		d := &Discard{}
+		tp, err := NewProvider(context.Background(), Config{Exporter: ExporterDiscard, SampleRatio: tc.ratio, Discard: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			_, span := tp.Tracer("t").Start(context.Background(), "s")
+			span.End()
+		}
+		if err := tp.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.Spans(); got != tc.want {
+			t.Errorf("ratio %g: %d spans exported, want %d", tc.ratio, got, tc.want)
+		}
+	}
+	for _, cfg := range []Config{{Exporter: ExporterNone}, {Exporter: ""}, {Exporter: ExporterDiscard, SampleRatio: -1}} {
+		if _, err := NewProvider(context.Background(), cfg); err == nil {
+			t.Errorf("NewProvider(%+v) accepted", cfg)
+		}
+	}
+}

@@ -6,15 +6,19 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/moemesh/moemesh/internal/stack"
 	"github.com/moemesh/moemesh/proto"
 	"github.com/moemesh/moemesh/router"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 func newBenchGenerate(g *globals) *cobra.Command {
@@ -23,6 +27,8 @@ func newBenchGenerate(g *globals) *cobra.Command {
 		daemons, prompt, maxTokens, rounds int
 		batches                            []int
 		ef                                 engineFlags
+		traceOverhead                      bool
+		traceSample                        float64
 	)
 	c := &cobra.Command{
 		Use:   "generate",
@@ -34,9 +40,21 @@ server (all in this process, one cpu card each). For every batch size B, B reque
 mesh runs alternate for --rounds rounds and the medians are reported.
 decode tok/s counts the tokens after each request's first, over the time from the last
 first token to the last finish; TTFT is the median time from submission to first token.
-The summary line compares decode tok/s at the largest batch.`,
-		Example: "  moemesh bench generate --model builtin:small --batch 1,16",
+The summary line compares decode tok/s at the largest batch.
+
+With --trace-overhead the mesh router runs alone, with tracing off and on in alternate
+runs (the order flips every round): on is a real SDK tracer provider at --trace-detail with
+--trace-sample parent-based ratio sampling and a batching exporter that drops the spans,
+so what is measured is what tracing costs the router and daemons, not a collector.`,
+		Example: `  moemesh bench generate --model builtin:small --batch 1,16
+  moemesh bench generate --model builtin:small --batch 16 --trace-overhead --trace-sample 0.1 --rounds 7`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rounds < 1 || prompt < 1 || maxTokens < 2 {
+				return fmt.Errorf("--rounds and --prompt must be positive and --max-tokens at least 2 (decode speed counts the tokens after the first)")
+			}
+			if traceSample < 0 || traceSample > 1 {
+				return fmt.Errorf("--trace-sample %g: want a ratio from 0 to 1", traceSample)
+			}
 			log := g.logger()
 			dir, name, err := resolveModel(modelSpec, log)
 			if err != nil {
@@ -56,11 +74,19 @@ The summary line compares decode tok/s at the largest batch.`,
 			if err != nil {
 				return err
 			}
+			ways := []string{"local", "mesh"}
+			if traceOverhead {
+				ways = []string{"off", "on"}
+			}
 			engines := map[string]*router.Engine{}
 			runCtx, stop := context.WithCancel(ctx)
 			var wg sync.WaitGroup
 			defer func() { stop(); wg.Wait() }()
-			for _, way := range []string{"local", "mesh"} {
+			for _, way := range ways {
+				if way == "on" { // one mesh router for both: only the tracer provider changes
+					engines[way] = engines["off"]
+					continue
+				}
 				r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: way == "local", Engine: ec, IgnoreEOS: true, Logger: log})
 				if err != nil {
 					return err
@@ -70,39 +96,84 @@ The summary line compares decode tok/s at the largest batch.`,
 				wg.Add(1)
 				go func() { defer wg.Done(); r.Engine.Run(runCtx) }()
 			}
+			// switchTracing installs the provider of a run: tracing on for "on", off otherwise.
+			switchTracing := func(string) {}
+			flush := func() {}
+			var spans *tracing.Discard
+			if traceOverhead {
+				spans = &tracing.Discard{}
+				tp, err := tracing.NewProvider(ctx, tracing.Config{Exporter: tracing.ExporterDiscard, ServiceName: "moemesh-bench", SampleRatio: traceSample, Discard: spans})
+				if err != nil {
+					return err
+				}
+				defer func() { _ = tp.Shutdown(context.WithoutCancel(ctx)) }()
+				flush = func() { _ = tp.ForceFlush(ctx) }
+				off := noop.NewTracerProvider()
+				defer otel.SetTracerProvider(off)
+				switchTracing = func(way string) {
+					if way == "on" {
+						otel.SetTracerProvider(tp)
+					} else {
+						otel.SetTracerProvider(off)
+					}
+				}
+			}
 			cfg := st.Model
 			fmt.Printf("model %s (%s): hidden %d, %d layers, %d experts, top-%d; %d daemons; prompt %d, %d new tokens; machine: %d cpus\n",
 				name, cfg.Arch, cfg.Hidden, cfg.Layers, cfg.Experts, cfg.TopK, daemons, prompt, maxTokens, runtimeCPUs())
+			if traceOverhead {
+				fmt.Printf("tracing on: detail %s, sample ratio %g, spans dropped by an in-process batching exporter\n", ec.TraceDetail, traceSample)
+			}
+			a, b := ways[0], ways[1]
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "batch\tlocal tok/s\tmesh tok/s\tmesh/local\tlocal TTFT ms\tmesh TTFT ms\tsame tokens\t")
+			fmt.Fprintf(tw, "batch\t%[1]s tok/s\t%[2]s tok/s\t%[2]s/%[1]s\t%[2]s/%[1]s per round\t%[1]s TTFT ms\t%[2]s TTFT ms\tsame tokens\t\n", a, b)
 			rng := rand.New(rand.NewPCG(7, 7))
-			var lastLocal, lastMesh float64
-			for _, b := range batches {
-				prompts := make([][]int32, b)
+			var lastA, lastB, lastPaired float64
+			for _, bs := range batches {
+				prompts := make([][]int32, bs)
 				for i := range prompts {
 					for range prompt {
 						prompts[i] = append(prompts[i], int32(rng.IntN(cfg.Vocab)))
 					}
 				}
 				res := map[string][]genRun{}
+				var perRound []string
+				var ratios []float64                        // b/a within one round: drift between rounds cancels
 				for round := 0; round < rounds+1; round++ { // round 0 warms up
-					for _, way := range []string{"local", "mesh"} {
-						r, err := runBatch(ctx, engines[way], prompts, maxTokens, fmt.Sprintf("%s-%d-%d", way, b, round))
+					order := ways
+					if traceOverhead && round%2 == 1 { // drift on a shared machine hits both ways alike
+						order = []string{b, a}
+					}
+					for _, way := range order {
+						switchTracing(way)
+						r, err := runBatch(ctx, engines[way], prompts, maxTokens, fmt.Sprintf("%s-%d-%d", way, bs, round))
 						if err != nil {
-							return fmt.Errorf("%s, batch %d: %w", way, b, err)
+							return fmt.Errorf("%s, batch %d: %w", way, bs, err)
 						}
 						if round > 0 {
 							res[way] = append(res[way], r)
 						}
 					}
+					if round > 0 {
+						r := res[b][round-1].tps / res[a][round-1].tps
+						ratios = append(ratios, r)
+						perRound = append(perRound, fmt.Sprintf("%.3f", r))
+					}
 				}
-				l, m := medianRun(res["local"]), medianRun(res["mesh"])
-				same := slices.EqualFunc(res["local"][0].tokens, res["mesh"][0].tokens, slices.Equal[[]int32])
-				fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.2f\t%.1f\t%.1f\t%v\t\n", b, l.tps, m.tps, m.tps/l.tps, ms(l.ttft), ms(m.ttft), same)
-				lastLocal, lastMesh = l.tps, m.tps
+				ra, rb := medianRun(res[a]), medianRun(res[b])
+				same := slices.EqualFunc(res[a][0].tokens, res[b][0].tokens, slices.Equal[[]int32])
+				fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.3f\t%s\t%.1f\t%.1f\t%v\t\n", bs, ra.tps, rb.tps, rb.tps/ra.tps, strings.Join(perRound, " "), ms(ra.ttft), ms(rb.ttft), same)
+				lastA, lastB = ra.tps, rb.tps
+				slices.Sort(ratios)
+				lastPaired = ratios[len(ratios)/2]
 			}
 			tw.Flush()
-			fmt.Printf("generate: local_tps=%.1f mesh_tps=%.1f mesh/local=%.2f\n", lastLocal, lastMesh, lastMesh/lastLocal)
+			if traceOverhead {
+				flush() // the spans of the last runs are still in the batch processor
+				fmt.Printf("trace-overhead: off_tps=%.1f on_tps=%.1f on/off=%.3f paired_median=%.3f spans=%d\n", lastA, lastB, lastB/lastA, lastPaired, spans.Spans())
+				return nil
+			}
+			fmt.Printf("generate: local_tps=%.1f mesh_tps=%.1f mesh/local=%.2f\n", lastA, lastB, lastB/lastA)
 			return nil
 		},
 	}
@@ -113,6 +184,8 @@ The summary line compares decode tok/s at the largest batch.`,
 	f.IntVar(&prompt, "prompt", 64, "prompt tokens per request")
 	f.IntVar(&maxTokens, "max-tokens", 32, "tokens generated per request")
 	f.IntVar(&rounds, "rounds", 3, "timed rounds per batch and way (after one warm-up)")
+	f.BoolVar(&traceOverhead, "trace-overhead", false, "compare tracing off and on (mesh router only) instead of local and mesh experts")
+	f.Float64Var(&traceSample, "trace-sample", 0.1, "with --trace-overhead: the ratio of requests sampled")
 	ef.register(f)
 	return c
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,14 +12,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/model/synth"
+	"github.com/moemesh/moemesh/tracing"
 )
 
 // version is set with -ldflags "-X main.version=...".
 var version = "dev"
 
 type globals struct {
-	logLevel string
-	logJSON  bool
+	logLevel  string
+	logFormat string
+	logJSON   bool // deprecated spelling of --log-format json
 }
 
 func newRoot() *cobra.Command {
@@ -31,21 +34,47 @@ func newRoot() *cobra.Command {
 		SilenceErrors: false,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("MOEMESH_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env MOEMESH_LOG_LEVEL)")
-	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", os.Getenv("MOEMESH_LOG_JSON") != "", "log as JSON lines (env MOEMESH_LOG_JSON)")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", envOr("MOEMESH_LOG_FORMAT", "text"), "log format: text or json (JSON lines); lines of a traced request carry trace_id and span_id (env MOEMESH_LOG_FORMAT)")
+	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", os.Getenv("MOEMESH_LOG_JSON") != "", "same as --log-format json (env MOEMESH_LOG_JSON)")
+	_ = root.PersistentFlags().MarkDeprecated("log-json", "use --log-format json")
+	// A bad --log-format fails the command before it starts anything, not at its first line.
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		_, err := g.handler(io.Discard)
+		return err
+	}
 	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g), newTokenize(g), newGenerate(g), newRouter(g), newGateway(g), newStatus(g))
+	root.AddCommand(newPlan(g))
 	return root
 }
 
+// logger is the services' logger: text or JSON on stderr, every line logged with a
+// request's context (InfoContext, ...) tagged with its trace and span ids.
 func (g *globals) logger() *slog.Logger {
+	h, err := g.handler(os.Stderr)
+	if err != nil { // PersistentPreRunE has reported it already
+		h = slog.NewTextHandler(os.Stderr, nil)
+	}
+	return slog.New(tracing.NewLogHandler(h))
+}
+
+// handler is the format and level handler writing to w.
+func (g *globals) handler(w io.Writer) (slog.Handler, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		lvl = slog.LevelInfo
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	format := strings.ToLower(strings.TrimSpace(g.logFormat))
 	if g.logJSON {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		format = "json"
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	switch format {
+	case "json":
+		return slog.NewJSONHandler(w, opts), nil
+	case "text", "":
+		return slog.NewTextHandler(w, opts), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
 }
 
 func envOr(key, def string) string {
