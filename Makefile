@@ -8,7 +8,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean test-cann
+.PHONY: all build run test test-trace test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean test-cann build-cann
 
 all: build
 
@@ -18,21 +18,44 @@ build: ## the one binary
 run: build ## embedded NATS + expert daemons on the built-in tiny model
 	./$(BIN) up
 
-test: ## the whole suite (what CI runs)
+test: ## the whole suite (what CI runs, with test-cann and test-trace after it)
 	$(GO) vet $(PKGS)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -skip '^TestJaegerEndToEnd$$' $(PKGS)
+
+# The end-to-end trace test against a real Jaeger. Its own target because building Jaeger
+# cold takes about 10 minutes on 2 cores, which would double `make test` on a clean machine.
+test-trace: bin/jaeger ## real binaries export over OTLP to Jaeger; the test finds the request's trace through Jaeger's API
+	MOEMESH_JAEGER=$(CURDIR)/bin/jaeger MOEMESH_REQUIRE_JAEGER=1 CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m -run '^TestJaegerEndToEnd$$' ./internal/meshtest/
+
+# Jaeger all-in-one (v2, OTLP in, memory store), from its own tool module so the product's
+# go.mod stays free of it. A file target: built once (~18 CPU-minutes cold: cache it in CI), then reused.
+bin/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	@mkdir -p $(@D)
+	cd tools/jaeger && $(GO) build -trimpath -o $(CURDIR)/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 test-short: ## quick loop while developing
 	$(GO) test -short -count=1 $(PKGS)
 
-bench: build ## benchmarks: kernels, a MoE layer and generation through the mesh vs in process, tenant fairness
+bench: build bin/blasref ## benchmarks: kernels, a MoE layer and generation through the mesh vs in process, tenant fairness
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./ascend/... ./model/... ./proto/...
+	./$(BIN) bench kernels
 	./$(BIN) bench layer --model builtin:small --tokens 1,16,128 --daemons 2
 	./$(BIN) bench layer --model builtin:small --tokens 16 --daemons 2 --wire f32 --mode pairs --iters 5
 	./$(BIN) bench generate --model builtin:small --batch 1,16
+	./$(BIN) bench generate --model builtin:small --batch 16 --trace-overhead --rounds 7
+	./$(BIN) bench skew --skew 1.2 --daemons 8 --clients 8
 	CGO_ENABLED=1 $(GO) test -run '^$$' -bench TenantFairness -benchtime 1x ./internal/meshtest/
+
+bin/blasref: tools/blasref/go.mod $(wildcard tools/blasref/*.go) ## the OpenBLAS reference for `bench kernels`: its own cgo module, never a dependency of moemesh
+	@pkg-config --exists openblas 2>/dev/null || dpkg -s libopenblas-dev >/dev/null 2>&1 || { \
+	  echo "blasref needs Debian's libopenblas-dev: apt-get install -y libopenblas-dev"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y libopenblas-dev; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get install -y libopenblas-dev; \
+	  else exit 1; fi; }
+	@mkdir -p $(@D)
+	cd tools/blasref && CGO_ENABLED=1 $(GO) build -trimpath -o $(CURDIR)/$@ .
 
 lint: ## formatting, vet, import rules
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
@@ -64,9 +87,14 @@ synth-tokenizers: ## regenerate model/synth/tokdata (small tokenizers cut from t
 chat-goldens: ## regenerate model/chat/testdata/goldens.json with Python Jinja2 (on the machines)
 	python3 tools/chatgoldens/gen.py
 
-test-cann: ## the cann backend over the CPU emulator of the ACL API (builds the emulator first)
+test-cann: ## the cann backend over the CPU emulator of the ACL API (builds the emulator first), then the cann mesh tests
 	sh ascend/cann/emu/build.sh
 	CGO_ENABLED=1 $(GO) test -tags cann -count=1 ./ascend/cann/...
+	CGO_ENABLED=1 $(GO) test -tags cann -count=1 -timeout 10m -run '^TestCANN' ./internal/meshtest/
+
+build-cann: ## the binary with the cann backend over the ACL emulator (no -trimpath: the emulator library is found through the checkout path)
+	sh ascend/cann/emu/build.sh
+	CGO_ENABLED=1 $(GO) build -tags cann -ldflags '$(LDFLAGS)' -o bin/moemesh-cann ./cmd/moemesh
 
 clean:
 	rm -rf bin

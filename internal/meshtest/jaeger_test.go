@@ -26,7 +26,7 @@ import (
 	"github.com/moemesh/moemesh/model"
 )
 
-// jaegerBinary is the Jaeger all-in-one binary named by MOEMESH_JAEGER (make test builds
+// jaegerBinary is the Jaeger all-in-one binary named by MOEMESH_JAEGER (make test-trace builds
 // bin/jaeger from tools/jaeger and sets it). Without it the test skips, except where it must
 // run: under CI or MOEMESH_REQUIRE_JAEGER it fails instead, so CI cannot pass without it.
 func jaegerBinary(t *testing.T) string {
@@ -35,9 +35,9 @@ func jaegerBinary(t *testing.T) string {
 	required := os.Getenv("CI") != "" || os.Getenv("MOEMESH_REQUIRE_JAEGER") != ""
 	if p == "" {
 		if required {
-			t.Fatal("MOEMESH_JAEGER is not set but CI or MOEMESH_REQUIRE_JAEGER is: run `make test`, or `make bin/jaeger` and MOEMESH_JAEGER=$PWD/bin/jaeger")
+			t.Fatal("MOEMESH_JAEGER is not set but CI or MOEMESH_REQUIRE_JAEGER is: run `make test-trace`, or `make bin/jaeger` and MOEMESH_JAEGER=$PWD/bin/jaeger")
 		}
-		t.Skip("MOEMESH_JAEGER not set (`make test` builds bin/jaeger and sets it)")
+		t.Skip("MOEMESH_JAEGER not set (`make test-trace` builds bin/jaeger and sets it)")
 	}
 	if !filepath.IsAbs(p) {
 		root, err := moduleRoot()
