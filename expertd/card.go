@@ -251,7 +251,7 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 	}
 	c.runs.Add(1)
 	if err != nil {
-		c.log.Warn("expert batch failed", "layer", part[0].b.Layer, "batches", len(part), "err", err)
+		c.log.WarnContext(trace.ContextWithSpan(context.Background(), op), "expert batch failed", "layer", part[0].b.Layer, "batches", len(part), "err", err)
 		err = wireError(err)
 		for _, j := range part {
 			c.fail(j, err)

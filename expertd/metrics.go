@@ -6,8 +6,8 @@ import (
 
 // Collector exposes a daemon's cards to Prometheus, read at scrape time.
 type Collector struct {
-	d                                                     *Daemon
-	queue, inflight, rows, runs, memUsed, memTotal, pairs *prometheus.Desc
+	d                                                           *Daemon
+	queue, inflight, rows, runs, busy, memUsed, memTotal, pairs *prometheus.Desc
 }
 
 // NewCollector makes a collector for d; constLabels go on every series.
@@ -20,6 +20,7 @@ func NewCollector(d *Daemon, constLabels prometheus.Labels) *Collector {
 		inflight: desc("inflight_batches", "Batches accepted and not yet answered.", "card"),
 		rows:     desc("rows_total", "Token rows computed.", "card"),
 		runs:     desc("runs_total", "Grouped computations run (fewer than batches when coalescing).", "card"),
+		busy:     desc("card_busy_seconds_total", "Time the card spent computing expert batches (its rate is the card's utilisation).", "card"),
 		memUsed:  desc("memory_used_bytes", "Card memory in use.", "card"),
 		memTotal: desc("memory_total_bytes", "Card memory budget (0: unlimited).", "card"),
 		pairs:    desc("tenant_expert_pairs_total", "Expert (token, expert) pairs computed per tenant, from the Moe-Tenant header.", "tenant"),
@@ -28,7 +29,7 @@ func NewCollector(d *Daemon, constLabels prometheus.Labels) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.rows, c.runs, c.memUsed, c.memTotal, c.pairs} {
+	for _, d := range []*prometheus.Desc{c.queue, c.inflight, c.rows, c.runs, c.busy, c.memUsed, c.memTotal, c.pairs} {
 		ch <- d
 	}
 }
@@ -46,6 +47,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.inflight, prometheus.GaugeValue, float64(k.inflight.Load()), k.id)
 		ch <- prometheus.MustNewConstMetric(c.rows, prometheus.CounterValue, float64(k.rows.Load()), k.id)
 		ch <- prometheus.MustNewConstMetric(c.runs, prometheus.CounterValue, float64(k.runs.Load()), k.id)
+		ch <- prometheus.MustNewConstMetric(c.busy, prometheus.CounterValue, float64(k.busy.Load())/1e9, k.id)
 		ch <- prometheus.MustNewConstMetric(c.memUsed, prometheus.GaugeValue, float64(mi.Used), k.id)
 		ch <- prometheus.MustNewConstMetric(c.memTotal, prometheus.GaugeValue, float64(mi.Total), k.id)
 	}

@@ -194,6 +194,8 @@ func TestModelsAndProbes(t *testing.T) {
 	for _, want := range []string{`moemesh_gateway_requests_total{code="200",tenant="alice"} 1`,
 		`moemesh_gateway_completion_tokens_total{tenant="alice"} 2`,
 		`moemesh_gateway_time_to_first_token_seconds_count{tenant="alice"} 1`,
+		`moemesh_gateway_request_duration_seconds_count{code="200",tenant="alice"} 1`,
+		`moemesh_gateway_time_per_output_token_seconds_count{tenant="alice"} 1`,
 		`moemesh_gateway_inflight_requests{tenant="alice"} 0`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)

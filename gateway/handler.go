@@ -306,12 +306,12 @@ func (g *Gateway) run(w http.ResponseWriter, r *http.Request, j *job, c *common)
 			g.metrics.request(tid, statusClientGone)
 			return
 		}
-		g.log.Warn("request not accepted", "id", j.id, "tenant", tid, "err", err)
+		g.log.WarnContext(ctx, "request not accepted", "id", j.id, "tenant", tid, "err", err)
 		g.fail(w, tid, fromMesh(err))
 		return
 	}
 	defer gen.close()
-	g.log.Debug("request accepted", "id", j.id, "tenant", tid, "router", gen.router, "prompt", len(j.prompt))
+	g.log.DebugContext(ctx, "request accepted", "id", j.id, "tenant", tid, "router", gen.router, "prompt", len(j.prompt))
 
 	out := &writer{g: g, w: w, j: j}
 	completion = out.relay(ctx, gen)

@@ -17,13 +17,20 @@ type metrics struct {
 	prompt, completion *prometheus.CounterVec
 	requests           *prometheus.CounterVec
 	inflight           *prometheus.GaugeVec
-	ttft               *prometheus.HistogramVec
+	ttft, duration     *prometheus.HistogramVec
+	tpot               *prometheus.HistogramVec
 	handler            http.Handler
 }
 
 // ttftBuckets are upper bounds in seconds: interactive first tokens take tens of
 // milliseconds, a long CPU prefill tens of seconds.
 var ttftBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// durationBuckets reach further than ttftBuckets: a whole long generation takes minutes.
+var durationBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// tpotBuckets: a decode step is milliseconds on a card, up to a second on a loaded CPU.
+var tpotBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
 
 func newMetrics(extra ...prometheus.Collector) (*metrics, error) {
 	m := &metrics{
@@ -38,8 +45,12 @@ func newMetrics(extra ...prometheus.Collector) (*metrics, error) {
 			Help: "Requests being served, by tenant."}, []string{"tenant"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "moemesh_gateway_time_to_first_token_seconds",
 			Help: "Time from receiving a request to its first token, by tenant.", Buckets: ttftBuckets}, []string{"tenant"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "moemesh_gateway_request_duration_seconds",
+			Help: "Time from receiving a request a router accepted to its last byte, by tenant and HTTP status.", Buckets: durationBuckets}, []string{"tenant", "code"}),
+		tpot: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "moemesh_gateway_time_per_output_token_seconds",
+			Help: "Mean time between output tokens after the first, per finished request, by tenant.", Buckets: tpotBuckets}, []string{"tenant"}),
 	}
-	cs := []prometheus.Collector{m.prompt, m.completion, m.requests, m.inflight, m.ttft,
+	cs := []prometheus.Collector{m.prompt, m.completion, m.requests, m.inflight, m.ttft, m.duration, m.tpot,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	for _, c := range append(cs, extra...) {
 		if err := m.reg.Register(c); err != nil {
@@ -57,6 +68,17 @@ func (m *metrics) tokens(tenant string, prompt, completion int) {
 
 func (m *metrics) request(tenant string, status int) {
 	m.requests.WithLabelValues(tenant, strconv.Itoa(status)).Inc()
+}
+
+// finished counts a request that reached a router, with how long it took; first is when
+// its first token arrived (zero if none did) and completion how many tokens it produced.
+func (m *metrics) finished(tenant string, status int, start, first time.Time, completion int) {
+	m.request(tenant, status)
+	now := time.Now()
+	m.duration.WithLabelValues(tenant, strconv.Itoa(status)).Observe(now.Sub(start).Seconds())
+	if status == http.StatusOK && completion > 1 && !first.IsZero() {
+		m.tpot.WithLabelValues(tenant).Observe(now.Sub(first).Seconds() / float64(completion-1))
+	}
 }
 
 func (m *metrics) addInflight(tenant string, d float64) { m.inflight.WithLabelValues(tenant).Add(d) }

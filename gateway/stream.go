@@ -15,9 +15,10 @@ type writer struct {
 	g         *Gateway
 	w         http.ResponseWriter
 	j         *job
-	committed bool   // the status line is out; errors now travel in the stream
-	finish    string // the last event's finish reason, for the generation span
-	err       error  // why the generation failed, for the generation span
+	committed bool      // the status line is out; errors now travel in the stream
+	finish    string    // the last event's finish reason, for the generation span
+	err       error     // why the generation failed, for the generation span
+	first     time.Time // when the first token arrived
 }
 
 // Response objects. finish_reason and usage are pointers because OpenAI sends them as
@@ -77,24 +78,25 @@ func (o *writer) relay(ctx context.Context, gen *generation) (completion int) {
 		ev, err := gen.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				o.g.log.Info("client left; cancelling at the router", "id", o.j.id, "tenant", tid, "router", gen.router)
-				o.g.metrics.request(tid, statusClientGone)
+				o.g.log.InfoContext(ctx, "client left; cancelling at the router", "id", o.j.id, "tenant", tid, "router", gen.router)
+				o.g.metrics.finished(tid, statusClientGone, o.j.start, o.first, completion)
 				return completion
 			}
 			o.err = err
-			o.g.log.Warn("generation failed", "id", o.j.id, "tenant", tid, "router", gen.router, "err", err)
+			o.g.log.WarnContext(ctx, "generation failed", "id", o.j.id, "tenant", tid, "router", gen.router, "err", err)
 			o.fail(fromMesh(err))
 			return completion
 		}
 		if first {
 			first = false
-			o.g.metrics.firstToken(tid, time.Since(o.j.start))
+			o.first = time.Now()
+			o.g.metrics.firstToken(tid, o.first.Sub(o.j.start))
 			firstTokenEvent(ctx)
 		}
 		completion += len(ev.Tokens)
 		o.finish = ev.Finish
 		if ev.Finish == proto.FinishError || ev.Finish == proto.FinishCancel {
-			o.g.log.Warn("router ended the generation", "id", o.j.id, "tenant", tid, "router", gen.router,
+			o.g.log.WarnContext(ctx, "router ended the generation", "id", o.j.id, "tenant", tid, "router", gen.router,
 				"finish", ev.Finish, "code", int(ev.ErrCode), "err", ev.ErrMsg)
 			o.err = finishError(ev)
 			o.fail(finishError(ev))
@@ -103,7 +105,7 @@ func (o *writer) relay(ctx context.Context, gen *generation) (completion int) {
 		}
 		if o.j.stream {
 			if !o.streamEvent(ev) {
-				o.g.metrics.request(tid, statusClientGone)
+				o.g.metrics.finished(tid, statusClientGone, o.j.start, o.first, completion)
 				return completion
 			}
 		} else {
@@ -114,7 +116,7 @@ func (o *writer) relay(ctx context.Context, gen *generation) (completion int) {
 		}
 		u := usageOf(ev, len(o.j.prompt), completion)
 		o.g.metrics.tokens(tid, u.PromptTokens, u.CompletionTokens)
-		o.g.metrics.request(tid, http.StatusOK)
+		o.g.metrics.finished(tid, http.StatusOK, o.j.start, o.first, u.CompletionTokens)
 		if o.j.stream {
 			o.streamEnd(ev.Finish, u)
 		} else {
@@ -126,7 +128,7 @@ func (o *writer) relay(ctx context.Context, gen *generation) (completion int) {
 
 // fail reports e: as the response before anything was written, else as an error event.
 func (o *writer) fail(e *apiError) {
-	o.g.metrics.request(o.j.tenant.ID, e.Status)
+	o.g.metrics.finished(o.j.tenant.ID, e.Status, o.j.start, o.first, 0)
 	if !o.committed {
 		writeError(o.w, e)
 		return

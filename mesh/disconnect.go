@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -90,5 +91,31 @@ func (w *connWatch) wait(ctx context.Context, nc *nats.Conn) (context.Context, f
 		w.mu.Unlock()
 		cancel()
 		return r.lost.Load()
+	}
+}
+
+// WaitConnected returns nil once nc is connected, at once if it is; it fails with
+// ErrNotConnected when ctx ends first or the connection is closed for good. A router step
+// that meets a NATS restart waits here for the reconnect rather than spending its retries
+// on sends that cannot leave.
+func WaitConnected(ctx context.Context, nc *nats.Conn) error {
+	if nc.IsConnected() {
+		return nil
+	}
+	ch := nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	defer nc.RemoveStatusListener(ch)
+	for {
+		// Checked after registering, so a reconnect between the two cannot be missed.
+		switch {
+		case nc.IsConnected():
+			return nil
+		case nc.IsClosed():
+			return fmt.Errorf("%w: connection closed", ErrNotConnected)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: still reconnecting: %w", ErrNotConnected, ctx.Err())
+		case <-ch:
+		}
 	}
 }

@@ -60,3 +60,34 @@ func TestRequestFailsFastOnDisconnect(t *testing.T) {
 		return nil
 	})
 }
+
+// WaitConnected returns at once while connected, fails with ErrNotConnected at its deadline
+// while the server is away, and returns once the connection is back.
+func TestWaitConnected(t *testing.T) {
+	port := freePort(t)
+	s := startServer(t, ServerConfig{Port: port})
+	nc := connect(t, s.ClientURL())
+	if err := WaitConnected(timeout(t, time.Second), nc); err != nil {
+		t.Fatalf("connected: %v", err)
+	}
+	s.Shutdown()
+	waitFor(t, 5*time.Second, func() error {
+		if nc.IsConnected() {
+			return fmt.Errorf("still connected")
+		}
+		return nil
+	})
+	if err := WaitConnected(timeout(t, 100*time.Millisecond), nc); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("server away: %v, want ErrNotConnected", err)
+	}
+	back := make(chan error, 1)
+	go func() { back <- WaitConnected(timeout(t, 20*time.Second), nc) }()
+	startServer(t, ServerConfig{Port: port})
+	if err := <-back; err != nil || !nc.IsConnected() {
+		t.Fatalf("after the server's return: %v (connected %v)", err, nc.IsConnected())
+	}
+	nc.Close()
+	if err := WaitConnected(timeout(t, time.Second), nc); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("closed: %v, want ErrNotConnected", err)
+	}
+}

@@ -275,13 +275,18 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 			case <-t.C:
 			}
 		}
+		// A NATS restart: wait for the reconnect (up to the layer deadline) instead of
+		// failing sends that cannot leave.
+		if err := mesh.WaitConnected(ctx, m.nc); err != nil {
+			return fmt.Errorf("layer %d: %w", layer, err)
+		}
 		changed := m.tab.waitChange()
 		sends, err := m.plan(layer, x, hidden, r, pending, failed, busy)
 		if errors.Is(err, ErrNoReplica) {
 			// An expert lost its last replica (a card died, the registry is refilling after a
 			// NATS restart): the controller re-places it within seconds, so the step waits for
 			// the table to change, up to the layer deadline, instead of failing at once.
-			m.cfg.Logger.Debug("waiting for a replica", "layer", layer, "err", err)
+			m.cfg.Logger.DebugContext(ctx, "waiting for a replica", "layer", layer, "err", err)
 			select {
 			case <-ctx.Done():
 				if lastErr != nil {
@@ -307,8 +312,11 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 			switch {
 			case s.err == nil:
 				done = append(done, s.answers()...)
+			case errors.Is(s.err, mesh.ErrNotConnected) && ctx.Err() == nil:
+				// Our connection dropped, not the card: send again once it is back.
+				pending = append(pending, s.slots...)
 			case mesh.Retryable(s.err) && ctx.Err() == nil:
-				m.cfg.Logger.Debug("re-sending a card's batch", "layer", layer, "card", s.card.id, "err", s.err)
+				m.cfg.Logger.DebugContext(ctx, "re-sending a card's batch", "layer", layer, "card", s.card.id, "err", s.err)
 				m.retried(ctx, s, round)
 				lastErr = s.err
 				if code := proto.CodeOf(s.err); code == proto.CodeUnavailable || code == proto.CodeOutOfMemory {

@@ -122,7 +122,7 @@ func (s *service) generate(req micro.Request) {
 			err = s.cfg.Conn.PublishMsg(msg)
 		}
 		if err != nil {
-			s.log.Warn("token event lost", "request", id, "err", err)
+			s.log.WarnContext(ctx, "token event lost", "request", id, "err", err)
 		}
 	})
 	if err != nil {
@@ -137,6 +137,6 @@ func (s *service) generate(req micro.Request) {
 	}
 	if err := req.Respond(data); err != nil {
 		// The gateway will not learn where to cancel; its deadline ends the request.
-		s.log.Warn("accept reply lost", "request", id, "err", err)
+		s.log.WarnContext(ctx, "accept reply lost", "request", id, "err", err)
 	}
 }

@@ -94,7 +94,8 @@ func newExpertd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := serveMetrics(cmd.Context(), metricsAddr, log, expertd.NewCollector(d, prometheus.Labels{"daemon": id})); err != nil {
+			if err := serveMetrics(cmd.Context(), metricsAddr, log, expertd.NewCollector(d, prometheus.Labels{"daemon": id}),
+				natsCollector(nc, prometheus.Labels{"service": "expertd", "daemon": id})); err != nil {
 				return fmt.Errorf("--metrics: %w", err)
 			}
 			if err := d.Run(cmd.Context()); err != nil {

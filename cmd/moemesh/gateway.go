@@ -4,6 +4,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/moemesh/moemesh/gateway"
@@ -48,6 +49,7 @@ func newGateway(g *globals) *cobra.Command {
 			gw, err := gateway.New(gateway.Config{
 				Addr: addr, Models: []gateway.Model{{Name: name, Dir: dir}}, Tenants: store,
 				DefaultMaxTokens: maxTokens, IdleTimeout: idle, RequestTimeout: reqTimeout, Logger: log,
+				Collectors: []prometheus.Collector{natsCollector(nc, prometheus.Labels{"service": "gateway"})},
 			}, nc)
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,4 +47,32 @@ func serveMetrics(ctx context.Context, addr string, log *slog.Logger, cs ...prom
 	}()
 	log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	return nil
+}
+
+// natsCollector exports what operators watch of a service's NATS connection: reconnects
+// (a flapping link or a restarted server) and whether it is connected now.
+func natsCollector(nc *nats.Conn, labels prometheus.Labels) prometheus.Collector {
+	return natsStats{
+		nc: nc,
+		reconnects: prometheus.NewDesc("moemesh_nats_reconnects_total",
+			"Times this service's NATS connection was re-established.", nil, labels),
+		connected: prometheus.NewDesc("moemesh_nats_connected",
+			"1 while this service's NATS connection is up.", nil, labels),
+	}
+}
+
+type natsStats struct {
+	nc                    *nats.Conn
+	reconnects, connected *prometheus.Desc
+}
+
+func (s natsStats) Describe(ch chan<- *prometheus.Desc) { ch <- s.reconnects; ch <- s.connected }
+
+func (s natsStats) Collect(ch chan<- prometheus.Metric) {
+	up := 0.0
+	if s.nc.IsConnected() {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(s.reconnects, prometheus.CounterValue, float64(s.nc.Stats().Reconnects))
+	ch <- prometheus.MustNewConstMetric(s.connected, prometheus.GaugeValue, up)
 }

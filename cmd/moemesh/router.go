@@ -130,7 +130,8 @@ func newRouter(g *globals) *cobra.Command {
 				m.SetHedgeFactor(hedgeFactor)
 				m.SetExpertMetrics(em)
 			}
-			if err := serveMetrics(ctx, metricsAddr, log, router.NewCollector(r.Engine, prometheus.Labels{"router": id, "model": name})); err != nil {
+			if err := serveMetrics(ctx, metricsAddr, log, router.NewCollector(r.Engine, prometheus.Labels{"router": id, "model": name}),
+				natsCollector(nc, prometheus.Labels{"service": "router", "router": id})); err != nil {
 				return fmt.Errorf("--metrics: %w", err)
 			}
 			if err := router.Serve(ctx, router.ServiceConfig{ID: id, Model: name, Conn: nc, Engine: r.Engine, Drain: drain, Logger: log}); err != nil {

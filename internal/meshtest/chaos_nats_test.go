@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -103,6 +104,18 @@ func testNATSRestart(t *testing.T, keepStore bool) {
 	}
 	// Nothing leaked inside the router: the requests it lost touch with were finished.
 	WaitFor(t, 15*time.Second, m.idleRouter)
+	// The router's metrics show the reconnect, and that it is connected again.
+	body, err := scrapeErr(m.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, `moemesh_nats_connected{router="r1",service="router"} 1`+"\n") {
+		t.Error("router metrics do not show it connected")
+	}
+	const series = `moemesh_nats_reconnects_total{router="r1",service="router"} `
+	if i := strings.Index(body, series); i < 0 || strings.HasPrefix(body[i+len(series):], "0\n") {
+		t.Errorf("router metrics do not count the reconnect (%s missing or 0)", series)
+	}
 }
 
 // checkServices asks nats micro's PING verb for the expert daemons and the router and

@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -189,11 +191,19 @@ func TestCLIRouter(t *testing.T) {
 		{daemonMetrics, `moemesh_expertd_tenant_expert_pairs_total{daemon="rd0",tenant="t"}`},
 		{routerMetrics, `moemesh_router_finished_total{model="clirouter",reason="length",router="rt1"}`},
 		{routerMetrics, `moemesh_router_kv_bytes{model="clirouter",router="rt1",state="in_use"} 0`},
+		{routerMetrics, `moemesh_nats_connected{router="rt1",service="router"} 1`},
 	} {
 		body := scrape(t, want.addr)
 		if !strings.Contains(body, want.series) {
 			t.Fatalf("%s has no %s:\n%s", want.addr, want.series, body)
 		}
+	}
+
+	// The daemon's cards computed, so their busy time moved.
+	if m := regexp.MustCompile(`(?m)^moemesh_expertd_card_busy_seconds_total\{[^}]*\} (\S+)$`).FindStringSubmatch(scrape(t, daemonMetrics)); m == nil {
+		t.Fatal("no moemesh_expertd_card_busy_seconds_total")
+	} else if v, err := strconv.ParseFloat(m[1], 64); err != nil || !(v > 0) {
+		t.Fatalf("card busy seconds %q after serving requests, want > 0", m[1])
 	}
 
 	// SIGTERM while a request runs: it still completes, then the router exits cleanly.
