@@ -36,6 +36,7 @@ type job struct {
 type card struct {
 	id, device string
 	dev        ascend.Card
+	ops        *opCard // dev with op spans: what the expert set computes on
 	set        *model.ExpertSet
 	experts    int
 	jobs       chan *job
@@ -67,9 +68,10 @@ type card struct {
 }
 
 func newCard(id, device string, dev ascend.Card, mcfg *model.Config, cfg Config) *card {
+	ops := &opCard{Card: dev, card: id}
 	return &card{
-		id: id, device: device, dev: dev,
-		set:      model.NewExpertSet(dev, mcfg.Hidden, mcfg.ExpertIntermediate, mcfg.SwiGLULimit),
+		id: id, device: device, dev: dev, ops: ops,
+		set:      model.NewExpertSet(ops, mcfg.Hidden, mcfg.ExpertIntermediate, mcfg.SwiGLULimit),
 		experts:  mcfg.Experts,
 		jobs:     make(chan *job, cfg.QueueDepth),
 		log:      cfg.Logger.With("card", id),
@@ -242,9 +244,13 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 	}
 	out := c.out[:outRows*h]
 	op := c.startOp(part, dequeued, len(c.rowPtr)-1, len(c.ex))
+	if op != nil {
+		c.ops.parent = trace.ContextWithSpan(context.Background(), op)
+	}
 	start := time.Now()
 	err := c.set.Compute(model.Batch{Layer: int(part[0].b.Layer), X: c.x, RowPtr: c.rowPtr, Experts: c.ex, Weights: c.w}, pairs, out)
 	compute := time.Since(start)
+	c.ops.parent = nil
 	c.busy.Add(int64(compute))
 	if op != nil {
 		endSpan(op, err)

@@ -105,6 +105,7 @@ func (c *MeshConfig) defaults() error {
 // Mesh runs routed experts on the cards of the mesh. It implements model.Experts.
 type Mesh struct {
 	nc   *nats.Conn
+	reg  *mesh.Registry
 	cfg  MeshConfig
 	tab  *table
 	stop context.CancelFunc
@@ -135,7 +136,7 @@ func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) 
 	if err != nil {
 		return nil, fmt.Errorf("router: registry: %w", err)
 	}
-	m := &Mesh{nc: nc, cfg: cfg, tab: newTable(), load: newLoadCounter(), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+	m := &Mesh{nc: nc, reg: reg, cfg: cfg, tab: newTable(), load: newLoadCounter(), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
 	m.hedgeAfter.Store(int64(cfg.HedgeAfter))
 	m.SetHedgeFactor(cfg.HedgeFactor)
 	m.expertMetrics.Store(int64(cfg.ExpertMetrics))
@@ -282,10 +283,11 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		}
 		changed := m.tab.waitChange()
 		sends, err := m.plan(layer, x, hidden, r, pending, failed, busy)
-		if errors.Is(err, ErrNoReplica) {
+		if errors.Is(err, ErrNoReplica) && m.placed(ctx) {
 			// An expert lost its last replica (a card died, the registry is refilling after a
 			// NATS restart): the controller re-places it within seconds, so the step waits for
 			// the table to change, up to the layer deadline, instead of failing at once.
+			// Without a controller (static placement) nobody will, and the step fails at once.
 			m.cfg.Logger.DebugContext(ctx, "waiting for a replica", "layer", layer, "err", err)
 			select {
 			case <-ctx.Done():
@@ -342,6 +344,13 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		}
 	}
 	return m.combine(done, r, hidden, out)
+}
+
+// placed reports whether a placement controller holds the leader lease, i.e. whether an
+// expert that lost its last replica will be placed again.
+func (m *Mesh) placed(ctx context.Context) bool {
+	leader, err := m.reg.Leader(ctx)
+	return err == nil && leader != ""
 }
 
 // plan groups the pending slots by the card chosen for each expert: every pair of an expert

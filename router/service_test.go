@@ -142,8 +142,10 @@ func TestServiceGenerateAndCancel(t *testing.T) {
 	serveRouter(t, url, "rb", EngineConfig{})
 	nc := dial(t, url, "client")
 
+	// The queue group picks a member at random per request: 8 requests all land on one
+	// router once in 128 runs, so keep sending (up to 40) until both have served.
 	routers := map[string]int{}
-	for i := range 8 {
+	for i := 0; i < 8 || (len(routers) < 2 && i < 40); i++ {
 		req := request(fmt.Sprint("g", i), "t", prompt(5+i, int32(i)), 6)
 		s, err := generate(t, nc, req)
 		if err != nil {

@@ -14,15 +14,6 @@ import (
 	"github.com/moemesh/moemesh/tracing"
 )
 
-// Dispatch event attributes. They belong with the other keys in package tracing; they
-// are here until that package (owned elsewhere) gains them, spelled as it would.
-const (
-	reasonKey  = attribute.Key("moe.dispatch.reason")
-	hedgeToKey = attribute.Key("moe.dispatch.hedge_cards")
-	delayKey   = attribute.Key("moe.dispatch.delay_ms")
-	resultKey  = attribute.Key("moe.dispatch.result")
-)
-
 // Event names on the layer span (or whatever span the step's context carries).
 const (
 	eventRetry       = "dispatch.retry"
@@ -61,7 +52,7 @@ func (m *Mesh) retried(ctx context.Context, s *send, attempt int) {
 	if !span.IsRecording() {
 		return
 	}
-	span.AddEvent(eventRetry, trace.WithAttributes(tracing.Card.String(s.card.id), reasonKey.String(reason),
+	span.AddEvent(eventRetry, trace.WithAttributes(tracing.Card.String(s.card.id), tracing.DispatchReason.String(reason),
 		tracing.Attempt.Int(attempt), tracing.Layer.Int(int(s.batch.Layer)), tracing.Rows.Int(s.batch.Rows()),
 		tracing.ErrorCode.Int(int(proto.CodeOf(s.err)))))
 }
@@ -73,11 +64,11 @@ func hedgeEvent(ctx context.Context, s *send, hedges []*send, delay time.Duratio
 	if !span.IsRecording() {
 		return
 	}
-	attrs := []attribute.KeyValue{tracing.Card.String(s.card.id), reasonKey.String("slow"),
+	attrs := []attribute.KeyValue{tracing.Card.String(s.card.id), tracing.DispatchReason.String("slow"),
 		tracing.Layer.Int(int(s.batch.Layer)), tracing.Rows.Int(s.batch.Rows()),
-		delayKey.Float64(float64(delay) / float64(time.Millisecond)), hedgeToKey.String(cardIDs(hedges))}
+		tracing.DispatchDelayMS.Float64(float64(delay) / float64(time.Millisecond)), tracing.DispatchHedgeTo.String(cardIDs(hedges))}
 	if result != "" {
-		attrs = append(attrs, resultKey.String(result))
+		attrs = append(attrs, tracing.DispatchResult.String(result))
 	}
 	span.AddEvent(eventHedge, trace.WithAttributes(attrs...))
 }
@@ -89,5 +80,5 @@ func hedgeResult(ctx context.Context, s *send, result string) {
 		return
 	}
 	span.AddEvent(eventHedgeResult, trace.WithAttributes(tracing.Card.String(s.card.id),
-		tracing.Layer.Int(int(s.batch.Layer)), resultKey.String(result)))
+		tracing.Layer.Int(int(s.batch.Layer)), tracing.DispatchResult.String(result)))
 }

@@ -85,7 +85,7 @@ func TestRetryEvents(t *testing.T) {
 			continue
 		}
 		a := attrs(ev.Attributes)
-		card, reason := a[tracing.Card].AsString(), a[reasonKey].AsString()
+		card, reason := a[tracing.Card].AsString(), a[tracing.DispatchReason].AsString()
 		if a[tracing.Attempt].AsInt64() < 1 || a[tracing.Layer].AsInt64() != 1 {
 			t.Errorf("retry event attributes %v", ev.Attributes)
 		}
@@ -172,11 +172,11 @@ func TestHedgeEvents(t *testing.T) {
 			result = attrs(ev.Attributes)
 		}
 	}
-	if hedge == nil || hedge[tracing.Card].AsString() != "slow" || hedge[reasonKey].AsString() != "slow" ||
-		hedge[hedgeToKey].AsString() != "fast" || hedge[delayKey].AsFloat64() != 20 {
+	if hedge == nil || hedge[tracing.Card].AsString() != "slow" || hedge[tracing.DispatchReason].AsString() != "slow" ||
+		hedge[tracing.DispatchHedgeTo].AsString() != "fast" || hedge[tracing.DispatchDelayMS].AsFloat64() != 20 {
 		t.Errorf("hedge event %v", hedge)
 	}
-	if result == nil || result[resultKey].AsString() != hedgeWon || result[tracing.Card].AsString() != "slow" {
+	if result == nil || result[tracing.DispatchResult].AsString() != hedgeWon || result[tracing.Card].AsString() != "slow" {
 		t.Errorf("hedge result event %v", result)
 	}
 	clients := map[string]int{}

@@ -111,6 +111,14 @@ var (
 	Batches         = attribute.Key("moe.batches")
 	Attempt         = attribute.Key("moe.attempt")
 	TTFT            = attribute.Key("moe.ttft_ms")
+	// Device op spans (detail op): the shapes of an op's output and first input.
+	OpOutShape = attribute.Key("moe.op.out_shape")
+	OpInShape  = attribute.Key("moe.op.in_shape")
+	// Dispatch events (retries and hedges) on a layer step's span.
+	DispatchReason  = attribute.Key("moe.dispatch.reason")
+	DispatchHedgeTo = attribute.Key("moe.dispatch.hedge_cards")
+	DispatchDelayMS = attribute.Key("moe.dispatch.delay_ms")
+	DispatchResult  = attribute.Key("moe.dispatch.result")
 	QueueMS         = attribute.Key("moe.queue_ms")
 	ErrorCode       = attribute.Key("moe.error.code")
 )
