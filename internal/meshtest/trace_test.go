@@ -329,6 +329,25 @@ func TestTraceAcrossServices(t *testing.T) {
 			t.Errorf("compute span rows %v", v.Emit())
 		}
 	}
+	// Each computation's device ops: grouped matmul (gate+up, down) and SwiGLU, with shapes.
+	for _, name := range []string{"op.grouped_matmul", "op.swiglu"} {
+		devOps := tr.named(name)
+		want := len(ops)
+		if name == "op.grouped_matmul" {
+			want *= 2
+		}
+		if len(devOps) != want {
+			t.Errorf("%d %s spans for %d computations, want %d", len(devOps), name, len(ops), want)
+		}
+		for _, o := range devOps {
+			if p := tr.parent(o); p == nil || p.Name() != "expert.compute" {
+				t.Errorf("%s span's parent is not a compute span", name)
+			}
+			if v, _ := attr(o, tracing.OpOutShape); len(v.AsInt64Slice()) != 2 || attrString(o, tracing.Card) == "" {
+				t.Errorf("%s span: out shape %v, card %q", name, v.Emit(), attrString(o, tracing.Card))
+			}
+		}
+	}
 	t.Logf("one trace: %d spans (%d steps, %d layer steps, %d card batches, %d computations)", len(spans), len(steps), len(layers), len(sends), len(ops))
 }
 
