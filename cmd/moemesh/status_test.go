@@ -6,26 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/proto"
 )
 
-func TestCompressRanges(t *testing.T) {
-	for _, tc := range []struct {
-		in   []int
-		want string
-	}{
-		{nil, ""},
-		{[]int{3}, "3"},
-		{[]int{0, 1, 2, 3, 8, 10, 11}, "0-3,8,10-11"},
-		{[]int{5, 4, 4, 1, 0}, "0-1,4-5"},
-	} {
-		if got := compressRanges(tc.in); got != tc.want {
-			t.Errorf("compressRanges(%v) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestBuildStatus(t *testing.T) {
+// The table shows what the snapshot holds (mesh.TestBuildSnapshot checks the snapshot).
+func TestPrintStatus(t *testing.T) {
 	now := time.Unix(100, 0)
 	es := func(state uint8, layer int32, experts ...int32) []proto.ExpertState {
 		var out []proto.ExpertState
@@ -39,7 +25,7 @@ func TestBuildStatus(t *testing.T) {
 		{Card: "a", Daemon: "d1", Experts: append(es(proto.StateReady, 1, 0, 1, 2), es(proto.StateDraining, 1, 4)...), Queue: 3, Beat: now.UnixNano(),
 			Busy: 0.25, BusyNanos: 1500e6, Leaving: true},
 	}
-	st := buildStatus("m", cards, map[string]*proto.Assignment{"a": {Card: "a", Experts: make(proto.ExpertRefs, 3)}}, now)
+	st := mesh.BuildSnapshot("m", cards, map[string]*proto.Assignment{"a": {Card: "a", Experts: make(proto.ExpertRefs, 3)}}, now)
 	if len(st.Cards) != 2 || st.Cards[0].Card != "a" || st.Cards[1].Card != "b" {
 		t.Fatalf("cards %+v", st.Cards)
 	}
@@ -63,7 +49,7 @@ func TestBuildStatus(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	printStatus(&buf, st)
-	for _, s := range []string{"L1:0-2", "static", "1×: 0-1,3", "2×: 2", "L1:4", "leaving", "25% (1.5s)"} {
+	for _, s := range []string{"L1:0-2", "static", "1×: 0-1,3", "2×: 2", "L1:4", "leaving", "25% (1.5s)", "controller none"} {
 		if !strings.Contains(buf.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, buf.String())
 		}
