@@ -47,6 +47,9 @@ func Load(dir string) (*Template, error) {
 		src, origin = string(data), jinjaPath
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("chat: %w", err)
+	case !cfg.hasTemplate && modelType(dir) == "deepseek_v4":
+		// V4 ships encoding_dsv4.py instead of a Jinja template; EncodeDSV4 is its port.
+		return withStopIDs(dir, &Template{Origin: "encoding_dsv4 (built in)", BOS: DSV4BOS, EOS: DSV4EOS, native: renderDSV4})
 	case !haveCfg:
 		return nil, fmt.Errorf("chat: %s: no %s or %s in the model directory", dir, TemplateFile, TokenizerConfigFile)
 	case !cfg.hasTemplate:
@@ -59,6 +62,11 @@ func Load(dir string) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
+	return withStopIDs(dir, t)
+}
+
+// withStopIDs adds the eos ids of dir's generation_config.json and config.json to t.
+func withStopIDs(dir string, t *Template) (*Template, error) {
 	// generation_config.json is what generate() stops on, so it goes first;
 	// config.json may name further ids (older repos only have it there).
 	for _, name := range []string{GenerationConfigFile, ModelConfigFile} {
@@ -244,4 +252,19 @@ func kindOf(raw json.RawMessage) string {
 	default:
 		return "a number"
 	}
+}
+
+// modelType is config.json's model_type in dir, or "" when it cannot be read.
+func modelType(dir string) string {
+	data, err := os.ReadFile(filepath.Join(dir, ModelConfigFile))
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		ModelType string `json:"model_type"`
+	}
+	if json.Unmarshal(data, &c) != nil {
+		return ""
+	}
+	return c.ModelType
 }

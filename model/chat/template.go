@@ -39,6 +39,9 @@ type Template struct {
 	StopIDs []int32
 
 	tmpl *jinja.Template
+	// native renders instead of tmpl for models that ship a Python encoder rather than a
+	// Jinja template (DeepSeek-V4).
+	native func(msgs []Message, extra map[string]any) (string, error)
 	// now is the clock behind strftime_now; tests pin it.
 	now func() time.Time
 }
@@ -106,6 +109,9 @@ var reserved = map[string]bool{"messages": true, "add_generation_prompt": true}
 //     prompt);
 //   - HF's {% generation %} tag is accepted but no assistant mask is built.
 func (t *Template) Render(msgs []Message, addGenerationPrompt bool, extra map[string]any) (out string, err error) {
+	if t != nil && t.native != nil {
+		return t.native(msgs, extra)
+	}
 	if t == nil || t.tmpl == nil {
 		return "", errors.New("chat: Render on a nil Template")
 	}

@@ -5,8 +5,8 @@
 // compressor's gated pooling, the lightning indexer's top-k, and the forward pass that
 // strings them together (LoadModel, Model.Forward): hybrid window/CSA/HCA attention with
 // its caches, the quantisation-aware roundings of the reference, grouped low-rank output
-// projection, and MoE layers whose routed experts go through the model.Experts seam —
-// and the chat encoder (EncodeChat, from the release's encoding_dsv4.py). It
+// projection, and MoE layers whose routed experts go through the model.Experts seam. Its
+// chat format (the release's encoding_dsv4.py) is chat.EncodeDSV4. It
 // follows the official reference (inference/model.py and kernel.py of the
 // DeepSeek-V4-Flash repository); every decision and its source is listed in
 // docs/models/deepseek-v4.md.

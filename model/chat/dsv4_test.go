@@ -1,8 +1,10 @@
-package deepseek4
+package chat
 
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -21,28 +23,28 @@ func TestEncodeChatConversations(t *testing.T) {
 	schema := `{"name": "get_weather", "description": "Get weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}`
 	for _, c := range []struct {
 		name string
-		msgs []ChatMessage
-		o    ChatOptions
+		msgs []DSV4Message
+		o    DSV4Options
 		want string
 	}{
-		{"chat", []ChatMessage{{Role: "system", Content: "S"}, {Role: "user", Content: "hi"}}, ChatOptions{},
+		{"chat", []DSV4Message{{Role: "system", Content: "S"}, {Role: "user", Content: "hi"}}, DSV4Options{},
 			bos + "S" + usr + "hi" + asst + "</think>"},
-		{"thinking drops earlier reasoning", []ChatMessage{{Role: "user", Content: "hello"},
+		{"thinking drops earlier reasoning", []DSV4Message{{Role: "user", Content: "hello"},
 			{Role: "assistant", ReasoningContent: "The user said hello", Content: "Hi!"}, {Role: "user", Content: "capital of France?"}},
-			ChatOptions{Thinking: true},
+			DSV4Options{Thinking: true},
 			bos + usr + "hello" + asst + "</think>Hi!" + eos + usr + "capital of France?" + asst + "<think>"},
-		{"thinking keeps reasoning", []ChatMessage{{Role: "user", Content: "hello"},
+		{"thinking keeps reasoning", []DSV4Message{{Role: "user", Content: "hello"},
 			{Role: "assistant", ReasoningContent: "R1", Content: "Hi!"}, {Role: "user", Content: "q"}},
-			ChatOptions{Thinking: true, KeepThinking: true},
+			DSV4Options{Thinking: true, KeepThinking: true},
 			bos + usr + "hello" + asst + "<think>R1</think>Hi!" + eos + usr + "q" + asst + "<think>"},
-		{"tools keep reasoning; DSML calls; tool result merged", []ChatMessage{
+		{"tools keep reasoning; DSML calls; tool result merged", []DSV4Message{
 			{Role: "system", Content: "S", Tools: []json.RawMessage{weather}},
 			{Role: "user", Content: "Weather in Beijing?"},
-			{Role: "assistant", ReasoningContent: "Need tool.", ToolCalls: []ChatToolCall{{ID: "c1", Name: "get_weather",
+			{Role: "assistant", ReasoningContent: "Need tool.", ToolCalls: []DSV4ToolCall{{ID: "c1", Name: "get_weather",
 				Arguments: `{"location": "Beijing", "unit": "celsius", "days": 3}`}}},
 			{Role: "tool", ToolCallID: "c1", Content: "22°C"},
 			{Role: "assistant", ReasoningContent: "Got it.", Content: "It is 22°C."}},
-			ChatOptions{Thinking: true},
+			DSV4Options{Thinking: true},
 			bos + "S\n\n" + strings.Replace(toolsTemplate, "%s", schema, 1) + usr + "Weather in Beijing?" + asst + "<think>Need tool.</think>" +
 				"\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n" +
 				"<｜DSML｜parameter name=\"location\" string=\"true\">Beijing</｜DSML｜parameter>\n" +
@@ -50,32 +52,32 @@ func TestEncodeChatConversations(t *testing.T) {
 				"<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n" +
 				"</｜DSML｜invoke>\n</｜DSML｜tool_calls>" + eos +
 				usr + "<tool_result>22°C</tool_result>" + asst + "<think>Got it.</think>It is 22°C." + eos},
-		{"action task, chat", []ChatMessage{{Role: "user", Content: "Open settings", Task: "action"}}, ChatOptions{},
+		{"action task, chat", []DSV4Message{{Role: "user", Content: "Open settings", Task: "action"}}, DSV4Options{},
 			bos + usr + "Open settings" + asst + "</think><｜action｜>"},
-		{"task output has no thinking", []ChatMessage{{Role: "user", Content: "Open settings", Task: "action"},
-			{Role: "assistant", Content: "click"}}, ChatOptions{Thinking: true},
+		{"task output has no thinking", []DSV4Message{{Role: "user", Content: "Open settings", Task: "action"},
+			{Role: "assistant", Content: "click"}}, DSV4Options{Thinking: true},
 			bos + usr + "Open settings" + asst + "<think><｜action｜>click" + eos},
-		{"query task token", []ChatMessage{{Role: "user", Content: "find", Task: "query"}}, ChatOptions{},
+		{"query task token", []DSV4Message{{Role: "user", Content: "find", Task: "query"}}, DSV4Options{},
 			bos + usr + "find<｜query｜>"},
-		{"reasoning effort max", []ChatMessage{{Role: "user", Content: "hi"}}, ChatOptions{Thinking: true, ReasoningEffort: "max"},
+		{"reasoning effort max", []DSV4Message{{Role: "user", Content: "hi"}}, DSV4Options{Thinking: true, ReasoningEffort: "max"},
 			bos + reasoningEffortMax + usr + "hi" + asst + "<think>"},
-		{"effort high renders nothing", []ChatMessage{{Role: "user", Content: "hi"}}, ChatOptions{Thinking: true, ReasoningEffort: "high", NoBOS: true},
+		{"effort high renders nothing", []DSV4Message{{Role: "user", Content: "hi"}}, DSV4Options{Thinking: true, ReasoningEffort: "high", NoBOS: true},
 			usr + "hi" + asst + "<think>"},
-		{"developer dropped before the last user; reminder", []ChatMessage{{Role: "developer", Content: "D"},
+		{"developer dropped before the last user; reminder", []DSV4Message{{Role: "developer", Content: "D"},
 			{Role: "assistant", ReasoningContent: "x", Content: "a"}, {Role: "user", Content: "u"}, {Role: "latest_reminder", Content: "r"}},
-			ChatOptions{Thinking: true},
+			DSV4Options{Thinking: true},
 			bos + "a" + eos + usr + "u" + asst + "<think><｜latest_reminder｜>r"},
-		{"consecutive users merge; results in call order", []ChatMessage{{Role: "user", Content: "a"}, {Role: "user", Content: "b"},
-			{Role: "assistant", ToolCalls: []ChatToolCall{{ID: "x", Name: "f", Arguments: `{}`}, {ID: "y", Name: "g", Arguments: `{}`}}},
+		{"consecutive users merge; results in call order", []DSV4Message{{Role: "user", Content: "a"}, {Role: "user", Content: "b"},
+			{Role: "assistant", ToolCalls: []DSV4ToolCall{{ID: "x", Name: "f", Arguments: `{}`}, {ID: "y", Name: "g", Arguments: `{}`}}},
 			{Role: "tool", ToolCallID: "y", Content: "Y"}, {Role: "tool", ToolCallID: "x", Content: "X"}},
-			ChatOptions{},
+			DSV4Options{},
 			bos + usr + "a\n\nb" + asst + "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n" +
 				"<｜DSML｜invoke name=\"g\">\n\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>" + eos +
 				usr + "<tool_result>X</tool_result>\n\n<tool_result>Y</tool_result>" + asst + "</think>"},
-		{"open assistant turn", []ChatMessage{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "partial", NoEOS: true}},
-			ChatOptions{}, bos + usr + "hi" + asst + "</think>partial"},
+		{"open assistant turn", []DSV4Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "partial", NoEOS: true}},
+			DSV4Options{}, bos + usr + "hi" + asst + "</think>partial"},
 	} {
-		got, err := EncodeChat(c.msgs, c.o)
+		got, err := EncodeDSV4(c.msgs, c.o)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -88,18 +90,18 @@ func TestEncodeChatConversations(t *testing.T) {
 
 func TestEncodeChatRejects(t *testing.T) {
 	for _, c := range []struct {
-		msgs []ChatMessage
-		o    ChatOptions
+		msgs []DSV4Message
+		o    DSV4Options
 	}{
-		{[]ChatMessage{{Role: "robot", Content: "x"}}, ChatOptions{}},
-		{[]ChatMessage{{Role: "user", Content: "x"}}, ChatOptions{ReasoningEffort: "low"}},
-		{[]ChatMessage{{Role: "user", Content: "x", Task: "dance"}}, ChatOptions{}},
-		{[]ChatMessage{{Role: "developer"}}, ChatOptions{}},
-		{[]ChatMessage{{Role: "assistant", ToolCalls: []ChatToolCall{{Name: "f", Arguments: `[1, 2]`}}}}, ChatOptions{}},
-		{[]ChatMessage{{Role: "system", Tools: []json.RawMessage{json.RawMessage(`{"type":"function"}`)}}}, ChatOptions{}},
+		{[]DSV4Message{{Role: "robot", Content: "x"}}, DSV4Options{}},
+		{[]DSV4Message{{Role: "user", Content: "x"}}, DSV4Options{ReasoningEffort: "low"}},
+		{[]DSV4Message{{Role: "user", Content: "x", Task: "dance"}}, DSV4Options{}},
+		{[]DSV4Message{{Role: "developer"}}, DSV4Options{}},
+		{[]DSV4Message{{Role: "assistant", ToolCalls: []DSV4ToolCall{{Name: "f", Arguments: `[1, 2]`}}}}, DSV4Options{}},
+		{[]DSV4Message{{Role: "system", Tools: []json.RawMessage{json.RawMessage(`{"type":"function"}`)}}}, DSV4Options{}},
 	} {
-		if _, err := EncodeChat(c.msgs, c.o); !errors.Is(err, ErrChat) {
-			t.Errorf("%+v: err %v, want ErrChat", c.msgs, err)
+		if _, err := EncodeDSV4(c.msgs, c.o); !errors.Is(err, ErrDSV4) {
+			t.Errorf("%+v: err %v, want ErrDSV4", c.msgs, err)
 		}
 	}
 }
@@ -138,5 +140,55 @@ func TestPyJSON(t *testing.T) {
 		if err != nil || got != c[1] {
 			t.Errorf("pyNumber(%s) = %s, %v; want %s", c[0], got, err, c[1])
 		}
+	}
+}
+
+// A deepseek_v4 checkpoint without a Jinja template renders with the built-in encoder,
+// and keeps its eos ids; other models without one are still refused, and a template in
+// the directory wins over the built-in encoder.
+func TestLoadDSV4(t *testing.T) {
+	write := func(dir, name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	write(dir, ModelConfigFile, `{"model_type": "deepseek_v4", "eos_token_id": 1}`)
+	write(dir, TokenizerConfigFile, `{"bos_token": "<｜begin▁of▁sentence｜>"}`)
+	tmpl, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"},
+		{Role: "assistant", Content: "Hello.", ReasoningContent: "greet"}, {Role: "user", Content: "Bye"}}
+	for _, thinking := range []bool{false, true} {
+		got, err := tmpl.Render(msgs, true, map[string]any{"thinking": thinking})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := EncodeDSV4([]DSV4Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"},
+			{Role: "assistant", Content: "Hello.", ReasoningContent: "greet"}, {Role: "user", Content: "Bye"}}, DSV4Options{Thinking: thinking})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want || !strings.HasPrefix(got, bos) || !strings.HasSuffix(got, asst+map[bool]string{false: "</think>", true: "<think>"}[thinking]) {
+			t.Errorf("thinking %v: %q, want %q", thinking, got, want)
+		}
+	}
+	if len(tmpl.StopIDs) != 1 || tmpl.StopIDs[0] != 1 {
+		t.Errorf("stop ids %v, want [1]", tmpl.StopIDs)
+	}
+
+	write(dir, ModelConfigFile, `{"model_type": "deepseek_v3"}`)
+	if _, err := Load(dir); err == nil {
+		t.Error("a deepseek_v3 directory without a template loaded")
+	}
+	write(dir, ModelConfigFile, `{"model_type": "deepseek_v4"}`)
+	write(dir, TemplateFile, `{{ messages[0].content }}`)
+	if tmpl, err := Load(dir); err != nil {
+		t.Fatal(err)
+	} else if got, _ := tmpl.Render(msgs, true, nil); got != "Be brief." {
+		t.Errorf("with a template file: %q", got)
 	}
 }

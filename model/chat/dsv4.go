@@ -1,4 +1,4 @@
-package deepseek4
+package chat
 
 import (
 	"bytes"
@@ -11,15 +11,15 @@ import (
 )
 
 // V4 ships no Jinja chat template: its release carries encoding/encoding_dsv4.py, a
-// Python encoder. EncodeChat is that encoder's encode_messages (without the `context`
+// Python encoder. EncodeDSV4 is that encoder's encode_messages (without the `context`
 // prefix argument) transcribed to Go: tool messages merged into user turns as
 // <tool_result> blocks, tool calls written in DSML, thinking kept or dropped per turn,
 // the quick-instruction task tokens. Decisions and sources: docs/models/deepseek-v4.md.
 
 // Special tokens of the V4 chat format.
 const (
-	ChatBOS        = "<｜begin▁of▁sentence｜>"
-	ChatEOS        = "<｜end▁of▁sentence｜>"
+	DSV4BOS        = "<｜begin▁of▁sentence｜>"
+	DSV4EOS        = "<｜end▁of▁sentence｜>"
 	chatUser       = "<｜User｜>"
 	chatAssistant  = "<｜Assistant｜>"
 	chatReminder   = "<｜latest_reminder｜>"
@@ -67,13 +67,13 @@ Otherwise, output directly after {thinking_end_token} with tool calls or final r
 You MUST strictly follow the above defined tool name and parameter schemas to invoke tool calls.
 `)
 
-// ChatMessage is one OpenAI-style message. Role is system, developer, user, tool,
+// DSV4Message is one OpenAI-style message. Role is system, developer, user, tool,
 // assistant or latest_reminder.
-type ChatMessage struct {
+type DSV4Message struct {
 	Role             string
 	Content          string
 	ReasoningContent string         // assistant
-	ToolCalls        []ChatToolCall // assistant
+	ToolCalls        []DSV4ToolCall // assistant
 	ToolCallID       string         // tool: the call it answers (orders merged results)
 	// Tools are OpenAI tool entries ({"type": "function", "function": {...}}) on a system
 	// or developer message; ResponseFormat a JSON schema object. Both raw JSON, re-written
@@ -84,21 +84,21 @@ type ChatMessage struct {
 	NoEOS          bool   // wo_eos: an assistant turn left open
 }
 
-// ChatToolCall is one function call of an assistant turn; Arguments is a JSON object text.
-type ChatToolCall struct {
+// DSV4ToolCall is one function call of an assistant turn; Arguments is a JSON object text.
+type DSV4ToolCall struct {
 	ID, Name, Arguments string
 }
 
-// ChatOptions are encode_messages' switches.
-type ChatOptions struct {
+// DSV4Options are encode_messages' switches.
+type DSV4Options struct {
 	Thinking        bool   // thinking_mode "thinking" (else "chat")
 	KeepThinking    bool   // drop_thinking=False: keep every turn's reasoning
 	ReasoningEffort string // "", "high" (renders as ""), or "max"
 	NoBOS           bool   // add_default_bos_token=False
 }
 
-// ErrChat: a conversation the V4 encoder rejects.
-var ErrChat = errors.New("deepseek4: invalid chat")
+// ErrDSV4: a conversation the V4 encoder rejects.
+var ErrDSV4 = errors.New("chat: invalid DeepSeek-V4 conversation")
 
 // block is a merged user turn's part: text, or a tool result.
 type block struct {
@@ -109,16 +109,16 @@ type block struct {
 
 // cmsg is a message after merge_tool_messages.
 type cmsg struct {
-	ChatMessage
+	DSV4Message
 	blocks []block // user turns only
 }
 
-// EncodeChat renders messages as the V4 prompt text.
-func EncodeChat(messages []ChatMessage, o ChatOptions) (string, error) {
+// EncodeDSV4 renders messages as the V4 prompt text.
+func EncodeDSV4(messages []DSV4Message, o DSV4Options) (string, error) {
 	switch o.ReasoningEffort {
 	case "", "high", "max":
 	default:
-		return "", fmt.Errorf("%w: reasoning effort %q (want max, high or none)", ErrChat, o.ReasoningEffort)
+		return "", fmt.Errorf("%w: reasoning effort %q (want max, high or none)", ErrDSV4, o.ReasoningEffort)
 	}
 	msgs := mergeToolMessages(messages)
 	sortToolResults(msgs)
@@ -133,7 +133,7 @@ func EncodeChat(messages []ChatMessage, o ChatOptions) (string, error) {
 	}
 	var b strings.Builder
 	if !o.NoBOS {
-		b.WriteString(ChatBOS)
+		b.WriteString(DSV4BOS)
 	}
 	for i := range msgs {
 		if err := renderMessage(&b, i, msgs, o, drop); err != nil {
@@ -146,7 +146,7 @@ func EncodeChat(messages []ChatMessage, o ChatOptions) (string, error) {
 // mergeToolMessages folds tool messages into user turns (V4 has no tool role): a tool
 // result joins the preceding user turn, consecutive user messages join one turn unless
 // the earlier carries a task.
-func mergeToolMessages(in []ChatMessage) []cmsg {
+func mergeToolMessages(in []DSV4Message) []cmsg {
 	var out []cmsg
 	lastUser := func() *cmsg {
 		if n := len(out); n > 0 && out[n-1].Role == "user" {
@@ -161,18 +161,18 @@ func mergeToolMessages(in []ChatMessage) []cmsg {
 			if u := lastUser(); u != nil {
 				u.blocks = append(u.blocks, blk)
 			} else {
-				out = append(out, cmsg{ChatMessage: ChatMessage{Role: "user"}, blocks: []block{blk}})
+				out = append(out, cmsg{DSV4Message: DSV4Message{Role: "user"}, blocks: []block{blk}})
 			}
 		case "user":
 			blk := block{text: m.Content}
 			if u := lastUser(); u != nil && u.Task == "" {
 				u.blocks = append(u.blocks, blk)
 			} else {
-				out = append(out, cmsg{ChatMessage: ChatMessage{Role: "user", Content: m.Content, Task: m.Task, NoEOS: m.NoEOS},
+				out = append(out, cmsg{DSV4Message: DSV4Message{Role: "user", Content: m.Content, Task: m.Task, NoEOS: m.NoEOS},
 					blocks: []block{blk}})
 			}
 		default:
-			out = append(out, cmsg{ChatMessage: m})
+			out = append(out, cmsg{DSV4Message: m})
 		}
 	}
 	return out
@@ -240,7 +240,7 @@ func dropThinking(msgs []cmsg) []cmsg {
 	return out
 }
 
-func renderMessage(b *strings.Builder, i int, msgs []cmsg, o ChatOptions, drop bool) error {
+func renderMessage(b *strings.Builder, i int, msgs []cmsg, o DSV4Options, drop bool) error {
 	m := &msgs[i]
 	last := lastUserIndex(msgs)
 	if i == 0 && o.Thinking && o.ReasoningEffort == "max" {
@@ -271,7 +271,7 @@ func renderMessage(b *strings.Builder, i int, msgs []cmsg, o ChatOptions, drop b
 		}
 	case "developer":
 		if m.Content == "" {
-			return fmt.Errorf("%w: a developer message needs content", ErrChat)
+			return fmt.Errorf("%w: a developer message needs content", ErrDSV4)
 		}
 		b.WriteString(chatUser + m.Content)
 		if err := extras(b); err != nil {
@@ -308,10 +308,10 @@ func renderMessage(b *strings.Builder, i int, msgs []cmsg, o ChatOptions, drop b
 			b.WriteString("\n\n<" + chatDSML + "tool_calls>\n" + strings.Join(calls, "\n") + "\n</" + chatDSML + "tool_calls>")
 		}
 		if !m.NoEOS {
-			b.WriteString(ChatEOS)
+			b.WriteString(DSV4EOS)
 		}
 	default:
-		return fmt.Errorf("%w: unknown role %q", ErrChat, m.Role)
+		return fmt.Errorf("%w: unknown role %q", ErrDSV4, m.Role)
 	}
 	// What follows decides the transition: nothing before a user/system turn; a task
 	// token or the assistant prefix (with the thinking switch) otherwise.
@@ -322,7 +322,7 @@ func renderMessage(b *strings.Builder, i int, msgs []cmsg, o ChatOptions, drop b
 	case m.Task != "":
 		tok, ok := chatTasks[m.Task]
 		if !ok {
-			return fmt.Errorf("%w: task %q", ErrChat, m.Task)
+			return fmt.Errorf("%w: task %q", ErrDSV4, m.Task)
 		}
 		if m.Task != "action" {
 			b.WriteString(tok)
@@ -354,7 +354,7 @@ func renderTools(tools []json.RawMessage) (string, error) {
 			Function json.RawMessage `json:"function"`
 		}
 		if err := json.Unmarshal(t, &entry); err != nil || len(entry.Function) == 0 {
-			return "", fmt.Errorf("%w: tool %d is not {\"function\": {...}}", ErrChat, i)
+			return "", fmt.Errorf("%w: tool %d is not {\"function\": {...}}", ErrDSV4, i)
 		}
 		j, err := pyJSON(entry.Function)
 		if err != nil {
@@ -384,7 +384,7 @@ func dsmlArguments(args string) (string, error) {
 		if v := vals[i]; len(v) > 0 && v[0] == '"' {
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
-				return "", fmt.Errorf("%w: argument %q: %w", ErrChat, k, err)
+				return "", fmt.Errorf("%w: argument %q: %w", ErrDSV4, k, err)
 			}
 			out[i] = param(k, s, true)
 			continue
@@ -404,7 +404,7 @@ func orderedObject(data []byte) ([]string, []json.RawMessage, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, nil, fmt.Errorf("%w: tool arguments are not a JSON object", ErrChat)
+		return nil, nil, fmt.Errorf("%w: tool arguments are not a JSON object", ErrDSV4)
 	}
 	var keys []string
 	var vals []json.RawMessage
@@ -412,12 +412,12 @@ func orderedObject(data []byte) ([]string, []json.RawMessage, error) {
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", ErrChat, err)
+			return nil, nil, fmt.Errorf("%w: %w", ErrDSV4, err)
 		}
 		k, _ := t.(string)
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", ErrChat, err)
+			return nil, nil, fmt.Errorf("%w: %w", ErrDSV4, err)
 		}
 		if j, dup := at[k]; dup {
 			vals[j] = v
@@ -442,7 +442,7 @@ func pyJSON(data []byte) (string, error) {
 
 func pyValue(b *strings.Builder, v json.RawMessage) error {
 	if len(v) == 0 {
-		return fmt.Errorf("%w: empty JSON value", ErrChat)
+		return fmt.Errorf("%w: empty JSON value", ErrDSV4)
 	}
 	switch c := v[0]; {
 	case c == '{':
@@ -465,7 +465,7 @@ func pyValue(b *strings.Builder, v json.RawMessage) error {
 	case c == '[':
 		var items []json.RawMessage
 		if err := json.Unmarshal(v, &items); err != nil {
-			return fmt.Errorf("%w: %w", ErrChat, err)
+			return fmt.Errorf("%w: %w", ErrDSV4, err)
 		}
 		b.WriteByte('[')
 		for i, it := range items {
@@ -480,7 +480,7 @@ func pyValue(b *strings.Builder, v json.RawMessage) error {
 	case c == '"':
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
-			return fmt.Errorf("%w: %w", ErrChat, err)
+			return fmt.Errorf("%w: %w", ErrDSV4, err)
 		}
 		pyString(b, s)
 	case c == 't' || c == 'f' || c == 'n':
@@ -531,7 +531,7 @@ func pyString(b *strings.Builder, s string) {
 // exponents −4 ≤ e < 16 (with ".0" when integral), else d.ddde±XX.
 func pyNumber(lit string) (string, error) {
 	if !json.Valid([]byte(lit)) {
-		return "", fmt.Errorf("%w: number %q", ErrChat, lit)
+		return "", fmt.Errorf("%w: number %q", ErrDSV4, lit)
 	}
 	if !strings.ContainsAny(lit, ".eE") { // Python ints have arbitrary precision
 		if lit == "-0" {
@@ -541,7 +541,7 @@ func pyNumber(lit string) (string, error) {
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil {
-		return "", fmt.Errorf("%w: number %q: %w", ErrChat, lit, err)
+		return "", fmt.Errorf("%w: number %q: %w", ErrDSV4, lit, err)
 	}
 	if f == 0 {
 		if strings.HasPrefix(lit, "-") {
@@ -572,4 +572,16 @@ func pyNumber(lit string) (string, error) {
 		return sign + digits + "e" + es, nil
 	}
 	return sign + digits[:1] + "." + digits[1:] + "e" + es, nil
+}
+
+// renderDSV4 is a Template's Render for DeepSeek-V4: OpenAI roles and reasoning map onto
+// the encoder's messages; extra["thinking"] = true selects thinking mode (the encoder's
+// default is chat mode). The encoder always ends a user turn with the assistant prefix.
+func renderDSV4(msgs []Message, extra map[string]any) (string, error) {
+	in := make([]DSV4Message, len(msgs))
+	for i, m := range msgs {
+		in[i] = DSV4Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
+	}
+	thinking, _ := extra["thinking"].(bool)
+	return EncodeDSV4(in, DSV4Options{Thinking: thinking})
 }
