@@ -116,6 +116,7 @@ func newUp(g *globals) *cobra.Command {
 			fmt.Printf("try:  curl -s %s/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":32}'\n", url, name)
 			fmt.Printf("      curl -s %s/metrics | grep moemesh_                   # what operators watch\n", url)
 			fmt.Printf("      MOEMESH_NATS_URL=%s moemesh expertd --model %s --experts all   # add a daemon\n", st.URL, dir)
+			fmt.Printf("      moemesh status --nats %s --model %s   # cards, experts, replicas (JSON: %s/v1/mesh)\n", st.URL, name, url)
 			fmt.Println("Ctrl-C stops the mesh.")
 			select {
 			case <-ctx.Done():
