@@ -297,6 +297,10 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 				return fmt.Errorf("%w; waited until the deadline: %w", err, ctx.Err())
 			case <-changed:
 			}
+			// A card that failed earlier in this step may have been the only replica; the
+			// table skips it until it heartbeats again (markSuspect), so the step may try it
+			// once more rather than wait out the deadline for a card that is alive.
+			clear(failed)
 			wait = 0
 			continue
 		}
