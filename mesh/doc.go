@@ -14,4 +14,7 @@
 //   - Tensor traffic is never replayed after a reconnect: Connect disables the reconnect
 //     buffer, so requests fail fast while NATS is away and are retried by the caller.
 //   - Every goroutine started here is owned by a context or a Shutdown and stops with it.
+//   - Authorization (auth.go): per-role NATS permissions (gateway, router, expertd, admin)
+//     that allow exactly each role's subjects, registry calls and private inbox prefix,
+//     rendered as a nats-server config or applied to an embedded server.
 package mesh

@@ -104,6 +104,9 @@ func (r *Registry) hold(ctx context.Context, id string, ttl, every time.Duration
 			rctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 			_ = r.kv.Delete(rctx, proto.LeaderKey, jetstream.LastRevision(rev))
 			cancel()
+			if ctx.Err() != nil { // lead saw ctx end first: report that, not a lost lease
+				return ctx.Err()
+			}
 			return nil
 		case <-tick.C:
 			// The renewal must succeed before the lease could have lapsed.

@@ -43,7 +43,7 @@ func newRoot() *cobra.Command {
 		return err
 	}
 	root.AddCommand(newNATS(g), newExpertd(g), newMkmodel(g), newBench(g), newUp(g), newTokenize(g), newGenerate(g), newRouter(g), newGateway(g), newStatus(g))
-	root.AddCommand(newPlan(g))
+	root.AddCommand(newPlan(g), newNATSConfig(g))
 	return root
 }
 
