@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/moemesh/moemesh/ascend"
 	"github.com/moemesh/moemesh/ascend/cann/acl"
@@ -288,12 +287,7 @@ func (c *card) SwiGLU(out, x ascend.Buffer, limit float32) error {
 			decode(ascend.F32, raw, xs)
 			res := make([]float32, m*n)
 			for r := 0; r < m; r++ {
-				for j := 0; j < n; j++ {
-					g, u := xs[r*2*n+j], xs[r*2*n+n+j]
-					g = min(g, limit)
-					u = max(min(u, limit), -limit)
-					res[r*n+j] = float32(silu64(float64(g)) * float64(u))
-				}
+				ascend.SwiGLURow(res[r*n:(r+1)*n], xs[r*2*n:r*2*n+n], xs[r*2*n+n:(r+1)*2*n], limit)
 			}
 			return c.h2d(ob, 0, encode(ascend.F32, res))
 		}))
@@ -317,13 +311,6 @@ func (c *card) SwiGLU(out, x ascend.Buffer, limit float32) error {
 		}
 		return t.launch(ws, ex, acl.SwiGlu)
 	}))
-}
-
-func silu64(a float64) float64 {
-	if math.IsInf(a, -1) {
-		return math.Copysign(0, -1)
-	}
-	return a / (1 + math.Exp(-a))
 }
 
 // ScatterAdd computes on the host in the contract's sequential float32 order (see the

@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/moemesh/moemesh/ascend"
 )
@@ -39,31 +38,10 @@ func (c *card) SwiGLU(out, x ascend.Buffer, limit float32) error {
 	of, xf := ob.f32, xb.f32
 	c.pool.parallel(tasks, false, func(t int) {
 		for r := t * rowsPerTask; r < min(m, (t+1)*rowsPerTask); r++ {
-			swiglu(of[r*n:(r+1)*n], xf[r*2*n:r*2*n+n], xf[r*2*n+n:(r+1)*2*n], limit)
+			ascend.SwiGLURow(of[r*n:(r+1)*n], xf[r*2*n:r*2*n+n], xf[r*2*n+n:(r+1)*2*n], limit)
 		}
 	})
 	return nil
-}
-
-func swiglu(out, gate, up []float32, limit float32) {
-	gate, up = gate[:len(out)], up[:len(out)]
-	for j := range out {
-		g, u := gate[j], up[j]
-		if limit > 0 {
-			g = min(g, limit)
-			u = max(min(u, limit), -limit)
-		}
-		out[j] = float32(silu64(float64(g)) * float64(u))
-	}
-}
-
-// silu64 is a/(1+e^-a). For very negative a, e^-a overflows to +Inf and the quotient is the
-// right -0; only a = -Inf itself would give -Inf/Inf = NaN.
-func silu64(a float64) float64 {
-	if math.IsInf(a, -1) {
-		return math.Copysign(0, -1)
-	}
-	return a / (1 + math.Exp(-a))
 }
 
 // ScatterAdd does out[dst[i]] += float32(w[i]·x[src[i]]) for i in order, element by element
