@@ -78,6 +78,17 @@ func WithLogger(l *slog.Logger) RegistryOption {
 	}
 }
 
+// WithReplicas sets how many servers of a NATS cluster hold the bucket (JetStream
+// replicas; 1 = the default, 3 for a registry that survives the loss of a node). A
+// standalone server accepts only 1.
+func WithReplicas(n int) RegistryOption {
+	return func(r *Registry) {
+		if n > 0 {
+			r.cfg.Replicas = n
+		}
+	}
+}
+
 // OpenRegistry creates or updates the bucket of model and returns its registry. ttl is the
 // lifetime of the leases PutCard writes (about 3 heartbeats); JetStream counts message TTLs
 // in whole seconds, so it is rounded up to them (at least 1 s). A ttl of 0 opens the registry
