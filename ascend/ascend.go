@@ -11,14 +11,22 @@ import (
 // DType is the element type of a Buffer.
 type DType uint8
 
-// Element types. The zero value is invalid so that a missing dtype is caught.
+// Element types. The zero value is invalid so that a missing dtype is caught. I8 and MXFP4
+// are quantised weight types (quant.go): a buffer of them is an [N, K] matrix whose storage
+// is the packed values followed by their scales, and only GroupedMatmul takes them (as
+// weights).
 const (
 	F32 DType = iota + 1
 	BF16
 	F16
+	I8
+	MXFP4
 )
 
-// Size is the number of bytes of one element.
+// Size is the number of bytes of one element of a plain (unquantised) dtype. It is 0 for
+// I8 and MXFP4, whose elements carry a share of a scale: StorageBytes gives the size of
+// their buffers. Code that sizes data by Size therefore refuses them instead of
+// mis-sizing them.
 func (d DType) Size() int {
 	switch d {
 	case F32:
@@ -37,11 +45,15 @@ func (d DType) String() string {
 		return "bf16"
 	case F16:
 		return "f16"
+	case I8:
+		return "i8"
+	case MXFP4:
+		return "mxfp4"
 	}
 	return fmt.Sprintf("dtype(%d)", uint8(d))
 }
 
-// ParseDType accepts the names String gives ("f32", "bf16", "f16").
+// ParseDType accepts the names String gives ("f32", "bf16", "f16", "i8", "mxfp4").
 func ParseDType(s string) (DType, error) {
 	switch strings.ToLower(s) {
 	case "f32", "float32":
@@ -50,8 +62,12 @@ func ParseDType(s string) (DType, error) {
 		return BF16, nil
 	case "f16", "float16":
 		return F16, nil
+	case "i8", "int8", "w8a16":
+		return I8, nil
+	case "mxfp4":
+		return MXFP4, nil
 	}
-	return 0, fmt.Errorf("%w: %q (want f32, bf16 or f16)", ErrDType, s)
+	return 0, fmt.Errorf("%w: %q (want f32, bf16, f16, i8 or mxfp4)", ErrDType, s)
 }
 
 // Errors every backend returns, wrapped with detail.
@@ -84,7 +100,8 @@ type MemInfo struct {
 type Buffer interface {
 	DType() DType
 	Shape() []int
-	// Bytes is the size of the tensor data (elements × dtype size).
+	// Bytes is the size of the tensor data: elements × dtype size, or for I8 and MXFP4
+	// the whole storage, values and scales (StorageBytes).
 	Bytes() int64
 }
 
@@ -96,24 +113,30 @@ type Buffer interface {
 type Card interface {
 	ID() int
 	// Alloc reserves a zero-filled buffer; past the budget it returns an error wrapping
-	// ErrOutOfMemory and the card's state is unchanged.
+	// ErrOutOfMemory and the card's state is unchanged. I8 and MXFP4 buffers must be 2-D
+	// (CheckQuantShape); a card that does not support a dtype (Supports) returns ErrDType.
 	Alloc(dt DType, shape ...int) (Buffer, error)
 	// Free releases b; freeing twice or a foreign buffer is an error.
 	Free(b Buffer) error
 	// Write copies raw little-endian bytes of b's dtype into b starting at element offset off.
+	// For I8 and MXFP4, off and len(data) count bytes of the storage layout (QuantLayout:
+	// values, then scales), so a loader writes a checkpoint's two tensors as they are.
 	Write(b Buffer, off int, data []byte) error
 	// WriteF32 converts src to b's dtype (round to nearest even) and stores it at element
-	// offset off.
+	// offset off. For I8 and MXFP4, off and len(src) must cover whole rows; each row is
+	// quantised (QuantizeI8Row, QuantizeMXFP4Row) and non-finite values are refused.
 	WriteF32(b Buffer, off int, src []float32) error
-	// ReadF32 waits for earlier ops and converts b's first len(dst) elements to f32.
+	// ReadF32 waits for earlier ops and converts b's first len(dst) elements to f32
+	// (dequantised, for I8 and MXFP4).
 	ReadF32(b Buffer, dst []float32) error
 	MemInfo() MemInfo
 	Close() error
 	Ops
 }
 
-// Ops are the expert operations. Activations are f32; weights may be f32, bf16 or f16 and
-// are accumulated in f32. Every op is deterministic, and a row's result depends only on
+// Ops are the expert operations. Activations are f32; weights may be f32, bf16 or f16 (and,
+// on cards that support them, I8 and MXFP4, in GroupedMatmul only) and are accumulated in
+// f32. Every op is deterministic, and a row's result depends only on
 // that row's inputs (never on the other rows, the row count or the grouping); this is what
 // lets a mesh reproduce an in-process result bit for bit.
 type Ops interface {

@@ -16,6 +16,11 @@
 //     ErrInvalid; another card's buffer → ErrForeignBuffer; after Close → ErrClosed.
 //     Failed ops leave their output untouched; failed Allocs leave MemInfo unchanged.
 //   - Buffers may have zero-sized dimensions; Alloc with no dimensions is an error.
+//   - Quantised weights (I8, MXFP4): a card that ascend.Supports them stores the documented
+//     layout (Write raw, ReadF32 dequantised, WriteF32 quantising whole rows, Bytes and the
+//     budget counting values and scales) and passes the exact, random, mixed-dtype and
+//     row-independence GroupedMatmul checks with them; every other card refuses them in
+//     Alloc with ErrDType.
 //
 // Import rule: ascendtest imports ascend, the standard library and testing; nothing else
 // from the module (in particular no backend: backends import it from their tests).

@@ -35,6 +35,7 @@ func RunAll(t *testing.T, b ascend.Backend) {
 	t.Run("GroupedMatmulExact", func(t *testing.T) { testGMMExact(t, b) })
 	t.Run("GroupedMatmulRandom", func(t *testing.T) { testGMMRandom(t, b) })
 	t.Run("GroupedMatmulRowIndependence", func(t *testing.T) { testGMMRows(t, b) })
+	t.Run("QuantizedWeights", func(t *testing.T) { testQuant(t, b) })
 	t.Run("SwiGLU", func(t *testing.T) { testSwiGLU(t, b) })
 	t.Run("ScatterAdd", func(t *testing.T) { testScatterAdd(t, b) })
 	t.Run("BadArguments", func(t *testing.T) { testBadArguments(t, b) })

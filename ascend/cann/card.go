@@ -248,6 +248,12 @@ func (c *card) Alloc(dt ascend.DType, shape ...int) (ascend.Buffer, error) {
 		return nil, err
 	}
 	defer c.mu.Unlock()
+	if dt.Quantized() {
+		// aclnnGroupedMatmulV5 has an A16W8 mode (antiquantScale) that could run I8, but the
+		// emulator does not model it yet; refusing is what ascend.Supports reports.
+		return nil, fmt.Errorf("%w: cann card %d: Alloc %v: quantised weights are not supported by the cann backend yet",
+			ascend.ErrDType, c.id, dt)
+	}
 	if dt.Size() == 0 {
 		return nil, fmt.Errorf("%w: cann card %d: Alloc %v", ascend.ErrDType, c.id, dt)
 	}

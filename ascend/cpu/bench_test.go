@@ -38,6 +38,25 @@ func BenchmarkGroupedMatmulDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkGroupedMatmulQuant compares quantised weights with bf16 on the two expert shapes
+// (K×N = H×I: 2048×1408, and V4-Flash-like 7168×2048) at T=1 (decode, GEMV) and T=64. GB/s
+// counts weight bytes as stored (values and scales), the traffic a memory-bound GEMV pays;
+// the weights stay in L3 between iterations (one expert), so T=1 is an L3 figure here.
+func BenchmarkGroupedMatmulQuant(b *testing.B) {
+	for _, sh := range [][2]int{{2048, 1408}, {7168, 2048}} {
+		for _, m := range []int{1, 64} {
+			for _, dt := range []ascend.DType{ascend.BF16, ascend.I8, ascend.MXFP4} {
+				for _, threads := range []int{1, 0} {
+					name := fmt.Sprintf("%dx%d/T=%d/%v/threads=%s", sh[0], sh[1], m, dt, threadName(threads))
+					b.Run(name, func(b *testing.B) {
+						benchGMM(b, threads, dt, m, sh[0], sh[1], 1)
+					})
+				}
+			}
+		}
+	}
+}
+
 func threadName(t int) string {
 	if t == 0 {
 		return "all"
@@ -86,4 +105,9 @@ func benchGMM(b *testing.B, threads int, dt ascend.DType, m, h, inter, groups in
 	}
 	flops := 2 * float64(m) * float64(h) * float64(inter)
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	var wbytes int64
+	for _, w := range ws {
+		wbytes += w.Bytes()
+	}
+	b.ReportMetric(float64(wbytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 }

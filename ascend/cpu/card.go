@@ -38,7 +38,8 @@ func (b Backend) OpenCard(id int, budget int64) (ascend.Card, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	c := &card{id: id, budget: budget, live: map[*buffer]struct{}{}, pool: newPool(threads)}
+	c := &card{id: id, budget: budget, live: map[*buffer]struct{}{}, pool: newPool(threads),
+		panels: make(chan *[]float32, threads)}
 	// A card dropped without Close must not leak its helpers; the pool does not point back
 	// at the card, so the card can become unreachable while helpers wait.
 	runtime.AddCleanup(c, func(p *pool) { p.stop() }, c.pool)
@@ -59,10 +60,14 @@ type card struct {
 	pool   *pool
 	tasks  []gmmTile // scratch reused by GroupedMatmul
 	xpack  []float32 // scratch reused by GroupedMatmul: x packed for the wide kernels
+	// panels holds tileMX's f32 weight panels between calls: at most one per thread is in
+	// use at a time, so with this many kept, steady-state calls allocate none.
+	panels chan *[]float32
 }
 
 // buffer implements ascend.Buffer. f32 dtype data lives in f32, bf16 and f16 in u16 (raw
-// bits). freed is guarded by card.mu.
+// bits), i8 and mxfp4 in raw (the ascend.QuantLayout storage, values then scales, as Write
+// takes it; ql says where the scales start). freed is guarded by card.mu.
 type buffer struct {
 	card  *card
 	dt    ascend.DType
@@ -70,6 +75,8 @@ type buffer struct {
 	n     int
 	f32   []float32
 	u16   []uint16
+	raw   []byte
+	ql    ascend.QuantLayout
 	freed bool
 }
 
@@ -78,7 +85,17 @@ func (b *buffer) DType() ascend.DType { return b.dt }
 // Shape returns a copy, so callers cannot reshape a live buffer.
 func (b *buffer) Shape() []int { return slices.Clone(b.shape) }
 
-func (b *buffer) Bytes() int64 { return int64(b.n) * int64(b.dt.Size()) }
+func (b *buffer) Bytes() int64 {
+	if b.dt.Quantized() {
+		return b.ql.Bytes()
+	}
+	return int64(b.n) * int64(b.dt.Size())
+}
+
+// SupportsDType implements ascend.SupportsDType: the cpu backend runs I8 and MXFP4 weights.
+func (c *card) SupportsDType(dt ascend.DType) bool {
+	return dt.Quantized() || dt.Size() != 0
+}
 
 // rows returns the buffer's shape as a matrix; ok is false unless it is 2-D.
 func (b *buffer) rows() (r, c int, ok bool) {
@@ -99,6 +116,9 @@ func (c *card) Alloc(dt ascend.DType, shape ...int) (ascend.Buffer, error) {
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, fmt.Errorf("cpu card %d: Alloc: %w", c.id, ascend.ErrClosed)
+	}
+	if dt.Quantized() {
+		return c.allocQuant(dt, shape)
 	}
 	if dt.Size() == 0 {
 		return nil, fmt.Errorf("%w: cpu card %d: Alloc %v", ascend.ErrDType, c.id, dt)
@@ -190,7 +210,7 @@ func (c *card) Free(b ascend.Buffer) error {
 func (c *card) release(b *buffer) {
 	c.used -= b.Bytes()
 	delete(c.live, b)
-	b.freed, b.f32, b.u16 = true, nil, nil
+	b.freed, b.f32, b.u16, b.raw = true, nil, nil, nil
 }
 
 // span checks that elements [off, off+n) lie inside b.
@@ -209,6 +229,9 @@ func (c *card) Write(b ascend.Buffer, off int, data []byte) error {
 	bb, err := c.lookup("Write", "buffer", b)
 	if err != nil {
 		return err
+	}
+	if bb.dt.Quantized() {
+		return writeQuant(bb, off, data)
 	}
 	size := bb.dt.Size()
 	if len(data)%size != 0 {
@@ -244,6 +267,9 @@ func (c *card) WriteF32(b ascend.Buffer, off int, src []float32) error {
 	if err := span("WriteF32", bb, off, len(src)); err != nil {
 		return err
 	}
+	if bb.dt.Quantized() {
+		return writeQuantF32(bb, off, src)
+	}
 	switch bb.dt {
 	case ascend.F32:
 		copy(bb.f32[off:], src)
@@ -274,6 +300,8 @@ func (c *card) ReadF32(b ascend.Buffer, dst []float32) error {
 		ascend.BF16sToF32s(dst, bb.u16)
 	case ascend.F16:
 		ascend.F16sToF32s(dst, bb.u16)
+	default:
+		readQuant(bb, dst)
 	}
 	return nil
 }
@@ -296,6 +324,9 @@ func (c *card) Close() error {
 	}
 	c.closed = true
 	c.tasks, c.xpack = nil, nil
+	for len(c.panels) > 0 {
+		<-c.panels
+	}
 	c.pool.stop()
 	return nil
 }

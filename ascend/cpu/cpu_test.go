@@ -191,7 +191,7 @@ func TestKernelsAgree(t *testing.T) {
 		{9, 15, 7, []int64{9}},
 		{6, 10250, 19, []int64{5, 1}}, // rows long enough for narrower tiles (panelFor)
 	}
-	for _, dt := range []ascend.DType{ascend.F32, ascend.BF16, ascend.F16} {
+	for _, dt := range []ascend.DType{ascend.F32, ascend.BF16, ascend.F16, ascend.I8} {
 		for si, s := range shapes {
 			var ref []float32
 			run := func(name string, threads int) {
@@ -214,18 +214,13 @@ func TestKernelsAgree(t *testing.T) {
 			run("threads=1", 1)
 			run("threads=2", 2)
 			run("threads=7", 7)
-			if useWide {
-				func() {
-					withoutWide(t)
-					run("avx2 kernels", 2)
-				}()
-			}
-			if useAsm {
-				func() {
-					withoutAsm(t)
-					run("portable kernels", 2)
-				}()
-			}
+			// kernelModes restores the kernel selection for the next shape (withoutWide and
+			// withoutAsm would keep it switched off until the test ends).
+			kernelModes(t, func(mode string) {
+				if mode != "default" {
+					run(mode+" kernels", 2)
+				}
+			})
 		}
 	}
 }
@@ -243,6 +238,9 @@ func TestPanelFor(t *testing.T) {
 		{ascend.BF16, 7168, 16},
 		{ascend.F32, 1 << 20, minPanel}, // never below minPanel
 		{ascend.F16, 1, panel},
+		{ascend.MXFP4, 2048, 32}, // sized as the f32 panel tileMX decodes to
+		{ascend.MXFP4, 7168, 8},
+		{ascend.I8, 7168, 32}, // 224 KiB of int8
 	} {
 		if got := panelFor(tc.dt, tc.k); got != tc.want {
 			t.Errorf("panelFor(%v, %d) = %d, want %d", tc.dt, tc.k, got, tc.want)

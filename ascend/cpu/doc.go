@@ -12,6 +12,12 @@
 // order fixed per output element (see kernel.go), so a row's result never depends on the
 // batch around it, the thread count or the CPU's vector width.
 //
+// Quantised weights (quant.go) keep the ascend.QuantLayout storage as written. I8 runs the
+// same kernels with int8 → f32 conversion in-register (VPMOVSXBD + VCVTDQ2PS) and the row
+// scale applied once per output. MXFP4 rows are decoded in registers at T=1 (VPSHUFB on the
+// nibbles, gemm1x4MX and gemm1x8ZMX); tiles of several rows decode their weight panel to f32
+// once and run the f32 kernels (tileMX). Both are deterministic in the same order.
+//
 // Storage conversions come from ascend (BF16ToF32, F32ToBF16, ...): one definition of the
 // module's rounding for every backend.
 //

@@ -31,10 +31,18 @@ const (
 )
 
 // panelFor is the tile width for weights of dtype dt and rows of k values: the widest of
-// 32, 16, 8 whose panel fits panelBytes (8 if none does).
+// 32, 16, 8 whose panel fits panelBytes (8 if none does). MXFP4 and I8 panels are sized as
+// f32 and bytes: MXFP4 tiles of several rows are decoded to f32 first (tileMX).
 func panelFor(dt ascend.DType, k int) int {
+	size := dt.Size()
+	switch dt {
+	case ascend.MXFP4:
+		size = 4
+	case ascend.I8:
+		size = 1
+	}
 	p := panel
-	for p > minPanel && p*k*dt.Size() > panelBytes {
+	for p > minPanel && p*k*size > panelBytes {
 		p /= 2
 	}
 	return p
@@ -54,10 +62,11 @@ type gmmTile struct {
 // gmm is one GroupedMatmul call after validation. xp holds x's 4-row blocks packed in
 // pairs (packPairs) for groups that use the wide kernels.
 type gmm struct {
-	out  []float32
-	x    []float32
-	xp   []float32
-	n, k int
+	out    []float32
+	x      []float32
+	xp     []float32
+	n, k   int
+	panels chan *[]float32 // the card's, for tileMX
 }
 
 func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, counts []int64) error {
@@ -82,7 +91,7 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 	// memory must be collectable.
 	c.tasks = c.tasks[:0]
 	defer func() { clear(c.tasks) }()
-	mm := &gmm{out: ob.f32, x: xb.f32, n: n, k: k}
+	mm := &gmm{out: ob.f32, x: xb.f32, n: n, k: k, panels: c.panels}
 	row := 0
 	for g, wb := range weights {
 		b, err := c.lookupAt(op, "weights", g, wb)
@@ -92,7 +101,7 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 		if b == ob {
 			return fmt.Errorf("%w: %s: out is also weights[%d]", ascend.ErrInvalid, op, g)
 		}
-		// The dtype is known valid (Alloc checked it); the kernels take all three.
+		// The dtype is known valid (Alloc checked it); the kernels take all five.
 		if wn, wk, ok := b.rows(); !ok || wn != n || wk != k {
 			return fmt.Errorf("%w: %s: weights[%d] is %v, want [%d %d] for out %v and x %v",
 				ascend.ErrShape, op, g, b.shape, n, k, ob.shape, xb.shape)
@@ -102,6 +111,9 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 			return fmt.Errorf("%w: %s: counts[%d] = %d with %d of %d rows left", ascend.ErrShape, op, g, cnt, m-row, m)
 		}
 		w := wmat{dt: b.dt, f32: b.f32, u16: b.u16, k: k}
+		if b.dt.Quantized() {
+			w.q, w.sc = b.raw[:b.ql.Values], b.raw[b.ql.Values:]
+		}
 		if wideFor(b.dt) && cnt >= 4 {
 			if mm.xp == nil {
 				// Scratch kept by the card: packing is a copy of x, cheap next to the
@@ -128,6 +140,10 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 // tile computes one tile. The accumulators live on the stack: 4 rows × panel columns × 8
 // lanes is 4 KiB, 8 KiB for 8 rows.
 func (g *gmm) tile(t *gmmTile) {
+	if t.w.dt == ascend.MXFP4 && t.rows >= 2 {
+		g.tileMX(t)
+		return
+	}
 	// Go zeroes a declared array, so tiles that cannot use 8-row blocks (every tile of a
 	// decode step) take the smaller one.
 	if t.rows >= 8 && wideFor(t.w.dt) {
@@ -297,5 +313,35 @@ func (g *gmm) block8w(acc []float32, w *wmat, r, n0, nc int) {
 		for c := range o {
 			o[c] = finish(lane(a, (c/4)*len(block8x4{})+at4x4(i, c%4)), x, w, n0+c, k8)
 		}
+	}
+}
+
+// tileMX computes an MXFP4 tile of several rows: its panel of weight rows is decoded to f32
+// once (exactly, see kernel.go) and the tile runs as an f32 tile over it, so each weight is
+// decoded once per tile instead of once per row block. Single-row tiles (decode steps) skip
+// this: kern1x4 and kern1x8 decode in registers. The f32 tile sees the panel's rows as 0..cols-1, so
+// its output slice starts at column n0.
+func (g *gmm) tileMX(t *gmmTile) {
+	k := g.k
+	var pp *[]float32
+	select {
+	case pp = <-g.panels:
+	default:
+		pp = new([]float32)
+	}
+	if cap(*pp) < t.cols*k {
+		*pp = make([]float32, t.cols*k)
+	}
+	buf := (*pp)[:t.cols*k]
+	for j := range t.cols {
+		decodeMX(buf[j*k:(j+1)*k], &t.w, t.n0+j, 0)
+	}
+	gd := *g
+	gd.out = g.out[t.n0:]
+	td := gmmTile{w: wmat{dt: ascend.F32, f32: buf, k: k}, row: t.row, rows: t.rows, n0: 0, cols: t.cols}
+	gd.tile(&td)
+	select {
+	case g.panels <- pp:
+	default: // more tiles ran at once than the card has threads: let it go
 	}
 }

@@ -20,19 +20,42 @@ import (
 // f16 weights are widened exactly, so they add no rounding of their own. This makes a row's
 // result independent of M, of the row's place in its group, of the other rows and of the
 // thread count, and the Go and assembly kernels bit-identical.
+//
+// Quantised weights keep this order. I8 (W8A16): the products are x·q with q the int8
+// value (exact in f32), and the finished sum is multiplied by the row's scale once (step
+// 4), as aclnn's per-channel antiquant does; so the result is not bit-identical to f32
+// weights holding q·s, but within a few ulps of Σ|x·w|. MXFP4: each weight is widened to
+// its exact f32 value e2m1·2^(e−127) before the product, so the result is bit-identical to
+// f32 weights holding the dequantised values; K is a multiple of 32, so there is no tail.
 
 const lanes = 8
 
 // wmat is one [N, K] weight matrix as the kernels see it: f32 data in f32, bf16/f16 bits in
-// u16.
+// u16, i8 values or mxfp4 packed pairs in q and their scales in sc (ascend.QuantLayout).
 type wmat struct {
 	dt  ascend.DType
 	f32 []float32
 	u16 []uint16
+	q   []byte
+	sc  []byte
 	k   int
 }
 
-// at returns w[n][k] widened to f32.
+// e8m0Tab and mxPairs are the decode tables of MXFP4: the scale of each E8M0 code, and the
+// two E2M1 values (low nibble first) of each packed byte.
+var (
+	e8m0Tab [256]float32
+	mxPairs [256][2]float32
+)
+
+func init() {
+	for i := range 256 {
+		e8m0Tab[i] = ascend.E8M0Value(byte(i))
+		mxPairs[i] = [2]float32{ascend.E2M1Values[i&0xf], ascend.E2M1Values[i>>4]}
+	}
+}
+
+// at returns w[n][k] widened to f32; for I8 it is the unscaled value q (finish scales).
 func (w *wmat) at(n, k int) float32 {
 	i := n*w.k + k
 	switch w.dt {
@@ -40,8 +63,26 @@ func (w *wmat) at(n, k int) float32 {
 		return w.f32[i]
 	case ascend.BF16:
 		return ascend.BF16ToF32(w.u16[i])
+	case ascend.I8:
+		return float32(int8(w.q[i]))
+	case ascend.MXFP4:
+		return mxPairs[w.q[i/2]][i%2] * e8m0Tab[w.sc[i/ascend.MXBlock]]
 	}
 	return ascend.F16ToF32(w.u16[i])
+}
+
+// decodeMX writes the dequantised weights w[n][k0 : k0+len(dst)] into dst; k0 and len(dst)
+// are multiples of 8. tileMX uses it to turn an MXFP4 panel into f32 for the f32 kernels.
+func decodeMX(dst []float32, w *wmat, n, k0 int) {
+	i0 := n*w.k + k0
+	q := w.q[i0/2 : (i0+len(dst))/2]
+	for j := 0; j < len(dst); j += lanes {
+		f := e8m0Tab[w.sc[(i0+j)/ascend.MXBlock]]
+		b, d := q[j/2:j/2+4:j/2+4], dst[j:j+lanes:j+lanes]
+		p0, p1, p2, p3 := &mxPairs[b[0]], &mxPairs[b[1]], &mxPairs[b[2]], &mxPairs[b[3]]
+		d[0], d[1], d[2], d[3] = p0[0]*f, p0[1]*f, p1[0]*f, p1[1]*f
+		d[4], d[5], d[6], d[7] = p2[0]*f, p2[1]*f, p3[0]*f, p3[1]*f
+	}
 }
 
 // fold is step 2 of the summation order.
@@ -50,11 +91,15 @@ func fold(s *[lanes]float32) float32 {
 	return (a0 + a2) + (a1 + a3)
 }
 
-// finish completes one output element: fold the lanes, then add the tail products (step 3).
+// finish completes one output element: fold the lanes, then add the tail products (step 3),
+// then for I8 multiply by the row's scale (step 4).
 func finish(s *[lanes]float32, x []float32, w *wmat, n, k8 int) float32 {
 	sum := fold(s)
 	for k := k8; k < len(x); k++ {
 		sum += float32(x[k] * w.at(n, k))
+	}
+	if w.dt == ascend.I8 {
+		sum *= ascend.I8Scale(w.sc, n)
 	}
 	return sum
 }
@@ -92,6 +137,35 @@ func lanesGo(acc *[lanes]float32, x []float32, w *wmat, n, k0 int) {
 			a5 += float32(xv[5] * math.Float32frombits(uint32(wv[5])<<16))
 			a6 += float32(xv[6] * math.Float32frombits(uint32(wv[6])<<16))
 			a7 += float32(xv[7] * math.Float32frombits(uint32(wv[7])<<16))
+		}
+	case ascend.I8:
+		ws := w.q[off : off+kn]
+		for i := 0; i+lanes <= kn; i += lanes {
+			xv, wv := x[i:i+lanes:i+lanes], ws[i:i+lanes:i+lanes]
+			a0 += float32(xv[0] * float32(int8(wv[0])))
+			a1 += float32(xv[1] * float32(int8(wv[1])))
+			a2 += float32(xv[2] * float32(int8(wv[2])))
+			a3 += float32(xv[3] * float32(int8(wv[3])))
+			a4 += float32(xv[4] * float32(int8(wv[4])))
+			a5 += float32(xv[5] * float32(int8(wv[5])))
+			a6 += float32(xv[6] * float32(int8(wv[6])))
+			a7 += float32(xv[7] * float32(int8(wv[7])))
+		}
+	case ascend.MXFP4:
+		// off is a multiple of 8, so each step's 8 values are 4 whole bytes under one scale.
+		ws := w.q[off/2 : (off+kn)/2]
+		for i := 0; i+lanes <= kn; i += lanes {
+			f := e8m0Tab[w.sc[(off+i)/ascend.MXBlock]]
+			xv, b := x[i:i+lanes:i+lanes], ws[i/2:i/2+4:i/2+4]
+			p0, p1, p2, p3 := &mxPairs[b[0]], &mxPairs[b[1]], &mxPairs[b[2]], &mxPairs[b[3]]
+			a0 += float32(xv[0] * (p0[0] * f))
+			a1 += float32(xv[1] * (p0[1] * f))
+			a2 += float32(xv[2] * (p1[0] * f))
+			a3 += float32(xv[3] * (p1[1] * f))
+			a4 += float32(xv[4] * (p2[0] * f))
+			a5 += float32(xv[5] * (p2[1] * f))
+			a6 += float32(xv[6] * (p3[0] * f))
+			a7 += float32(xv[7] * (p3[1] * f))
 		}
 	default: // F16: the slow widening is acceptable here, amd64 uses F16C
 		ws := w.u16[off : off+kn]

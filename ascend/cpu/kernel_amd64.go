@@ -46,18 +46,27 @@ func gemm1x4BF16(acc *float32, x *float32, w0, w1, w2, w3 *uint16, n8 int)
 //go:noescape
 func gemm1x4F16(acc *float32, x *float32, w0, w1, w2, w3 *uint16, n8 int)
 
+//go:noescape
+func gemm4x2I8(acc *float32, x0, x1, x2, x3 *float32, w0, w1 *byte, n8 int)
+
+//go:noescape
+func gemm1x4I8(acc *float32, x *float32, w0, w1, w2, w3 *byte, n8 int)
+
 func asmFor(dt ascend.DType) bool { return useAsm && (dt != ascend.F16 || haveF16C) }
 
 // kern4x2 adds the lane products of x rows xs[0..3] and weight rows c0, c1 over
 // k0 ≤ k < k0+kn (kn a positive multiple of 8) into acc.
 func kern4x2(acc *block4x2, xs *[4][]float32, w *wmat, c0, c1, k0, kn int) {
-	if !asmFor(w.dt) || kn <= 0 {
+	// MXFP4 takes the Go kernel, but never gets here: tileMX runs multi-row tiles as f32.
+	if !asmFor(w.dt) || kn <= 0 || w.dt == ascend.MXFP4 {
 		kern4x2Go(acc, xs, w, c0, c1, k0, kn)
 		return
 	}
 	x0, x1, x2, x3 := &xs[0][k0 : k0+kn][0], &xs[1][k0 : k0+kn][0], &xs[2][k0 : k0+kn][0], &xs[3][k0 : k0+kn][0]
 	o0, o1 := c0*w.k+k0, c1*w.k+k0
 	switch w.dt {
+	case ascend.I8:
+		gemm4x2I8(&acc[0], x0, x1, x2, x3, &w.q[o0 : o0+kn][0], &w.q[o1 : o1+kn][0], kn/lanes)
 	case ascend.F32:
 		gemm4x2F32(&acc[0], x0, x1, x2, x3, &w.f32[o0 : o0+kn][0], &w.f32[o1 : o1+kn][0], kn/lanes)
 	case ascend.BF16:
@@ -74,9 +83,16 @@ func kern1x4(acc *block1x4, x []float32, w *wmat, cs *[4]int, k0, kn int) {
 		kern1x4Go(acc, x, w, cs, k0, kn)
 		return
 	}
+	if w.dt == ascend.MXFP4 {
+		kern1x4MX(acc, x, w, cs, k0, kn)
+		return
+	}
 	xp := &x[k0 : k0+kn][0]
 	o0, o1, o2, o3 := cs[0]*w.k+k0, cs[1]*w.k+k0, cs[2]*w.k+k0, cs[3]*w.k+k0
 	switch w.dt {
+	case ascend.I8:
+		gemm1x4I8(&acc[0], xp, &w.q[o0 : o0+kn][0], &w.q[o1 : o1+kn][0],
+			&w.q[o2 : o2+kn][0], &w.q[o3 : o3+kn][0], kn/lanes)
 	case ascend.F32:
 		gemm1x4F32(&acc[0], xp, &w.f32[o0 : o0+kn][0], &w.f32[o1 : o1+kn][0],
 			&w.f32[o2 : o2+kn][0], &w.f32[o3 : o3+kn][0], kn/lanes)
@@ -102,6 +118,15 @@ func gemm4x4ZBF16(acc *float32, xp0, xp1 *float32, w0, w1, w2, w3 *uint16, n8 in
 func gemm4x4ZF16(acc *float32, xp0, xp1 *float32, w0, w1, w2, w3 *uint16, n8 int)
 
 //go:noescape
+func gemm4x4ZI8(acc *float32, xp0, xp1 *float32, w0, w1, w2, w3 *byte, n8 int)
+
+//go:noescape
+func gemm1x8ZI8(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *byte, n8 int)
+
+//go:noescape
+func gemm8x4ZI8(acc *float32, xp0, xp1, xp2, xp3 *float32, w0, w1, w2, w3 *byte, n8 int)
+
+//go:noescape
 func gemm1x8ZF32(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *float32, n8 int)
 
 //go:noescape
@@ -115,13 +140,17 @@ func gemm1x8ZF16(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *uint1
 // assembly reads the rows from xps, the same rows packed in pairs by packPairs. Callers
 // check wideFor first.
 func kern4x4(acc *block4x4, xs *[4][]float32, xps *[2][]float32, w *wmat, cs *[4]int, k0, kn int) {
-	if !wideFor(w.dt) || kn <= 0 {
+	// MXFP4 takes the Go kernel, but never gets here: tileMX runs multi-row tiles as f32.
+	if !wideFor(w.dt) || kn <= 0 || w.dt == ascend.MXFP4 {
 		kern4x4Go(acc, xs, w, cs, k0, kn)
 		return
 	}
 	x0, x1 := &xps[0][2*k0 : 2*(k0+kn)][0], &xps[1][2*k0 : 2*(k0+kn)][0]
 	o0, o1, o2, o3 := cs[0]*w.k+k0, cs[1]*w.k+k0, cs[2]*w.k+k0, cs[3]*w.k+k0
 	switch w.dt {
+	case ascend.I8:
+		gemm4x4ZI8(&acc[0], x0, x1, &w.q[o0 : o0+kn][0], &w.q[o1 : o1+kn][0],
+			&w.q[o2 : o2+kn][0], &w.q[o3 : o3+kn][0], kn/lanes)
 	case ascend.F32:
 		gemm4x4ZF32(&acc[0], x0, x1, &w.f32[o0 : o0+kn][0], &w.f32[o1 : o1+kn][0],
 			&w.f32[o2 : o2+kn][0], &w.f32[o3 : o3+kn][0], kn/lanes)
@@ -141,12 +170,19 @@ func kern1x8(acc *block1x8, x []float32, w *wmat, cs *[8]int, k0, kn int) {
 		kern1x8Go(acc, x, w, cs, k0, kn)
 		return
 	}
+	if w.dt == ascend.MXFP4 {
+		kern1x8MX(acc, x, w, cs, k0, kn)
+		return
+	}
 	xp := &x[k0 : k0+kn][0]
 	var o [8]int
 	for j, c := range cs {
 		o[j] = c*w.k + k0
 	}
 	switch w.dt {
+	case ascend.I8:
+		q := func(j int) *byte { return &w.q[o[j] : o[j]+kn][0] }
+		gemm1x8ZI8(&acc[0], xp, q(0), q(1), q(2), q(3), q(4), q(5), q(6), q(7), kn/lanes)
 	case ascend.F32:
 		f := func(j int) *float32 { return &w.f32[o[j] : o[j]+kn][0] }
 		gemm1x8ZF32(&acc[0], xp, f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), kn/lanes)
@@ -171,7 +207,8 @@ func gemm8x4ZF16(acc *float32, xp0, xp1, xp2, xp3 *float32, w0, w1, w2, w3 *uint
 // kern8x4 is kern4x4 for 8 rows (4 packed pairs), laid out as block8x4 says. Callers
 // check wideFor first.
 func kern8x4(acc *block8x4, xs *[8][]float32, xps *[4][]float32, w *wmat, cs *[4]int, k0, kn int) {
-	if !wideFor(w.dt) || kn <= 0 {
+	// MXFP4 takes the Go kernel, but never gets here: tileMX runs multi-row tiles as f32.
+	if !wideFor(w.dt) || kn <= 0 || w.dt == ascend.MXFP4 {
 		kern8x4Go(acc, xs, w, cs, k0, kn)
 		return
 	}
@@ -181,6 +218,9 @@ func kern8x4(acc *block8x4, xs *[8][]float32, xps *[4][]float32, w *wmat, cs *[4
 	}
 	o0, o1, o2, o3 := cs[0]*w.k+k0, cs[1]*w.k+k0, cs[2]*w.k+k0, cs[3]*w.k+k0
 	switch w.dt {
+	case ascend.I8:
+		gemm8x4ZI8(&acc[0], x[0], x[1], x[2], x[3], &w.q[o0 : o0+kn][0], &w.q[o1 : o1+kn][0],
+			&w.q[o2 : o2+kn][0], &w.q[o3 : o3+kn][0], kn/lanes)
 	case ascend.F32:
 		gemm8x4ZF32(&acc[0], x[0], x[1], x[2], x[3], &w.f32[o0 : o0+kn][0], &w.f32[o1 : o1+kn][0],
 			&w.f32[o2 : o2+kn][0], &w.f32[o3 : o3+kn][0], kn/lanes)

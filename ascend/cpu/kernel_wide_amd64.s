@@ -371,3 +371,145 @@ loop:
 done:
 	EPILOGUE8x4
 	RET
+
+// I8 weights. One row's 8 bytes broadcast to both 64-bit halves of the low 128 bits, or two
+// rows' 8 bytes side by side, then sign-extended to 16 int32 and converted to f32 (exact).
+#define BCW_I8(base, x, z) VPBROADCASTQ (base)(CX*1), z; VPMOVSXBD x, z; VCVTDQ2PS z, z
+#define PAIR_I8(lo, hi, x, z) VMOVQ (lo)(CX*1), x; VPINSRQ $1, (hi)(CX*1), x, x; VPMOVSXBD x, z; VCVTDQ2PS z, z
+
+// func gemm4x4ZI8(acc *float32, xp0, xp1 *float32, w0, w1, w2, w3 *byte, n8 int)
+TEXT ·gemm4x4ZI8(SB), NOSPLIT, $0-64
+	PROLOGUE4x4
+	TESTQ DX, DX
+	JEQ   done
+loop:
+	XROWS4x4
+	BCW_I8(AX, X10, Z10)
+	BCW_I8(BX, X11, Z11)
+	BCW_I8(SI, X12, Z12)
+	BCW_I8(R12, X13, Z13)
+	MUL4x4
+	ADDQ $8, CX
+	CMPQ CX, DX
+	JB   loop
+done:
+	EPILOGUE4x4
+	RET
+
+// func gemm1x8ZI8(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *byte, n8 int)
+TEXT ·gemm1x8ZI8(SB), NOSPLIT, $0-88
+	PROLOGUE1x8
+	TESTQ DX, DX
+	JEQ   done
+loop:
+	VBROADCASTF64X4 (R8)(CX*4), Z8
+	PAIR_I8(AX, BX, X9, Z9)
+	PAIR_I8(SI, R9, X10, Z10)
+	PAIR_I8(R10, R11, X11, Z11)
+	PAIR_I8(R12, R13, X12, Z12)
+	MUL1x8
+	ADDQ $8, CX
+	CMPQ CX, DX
+	JB   loop
+done:
+	EPILOGUE1x8
+	RET
+
+// func gemm8x4ZI8(acc *float32, xp0, xp1, xp2, xp3 *float32, w0, w1, w2, w3 *byte, n8 int)
+TEXT ·gemm8x4ZI8(SB), NOSPLIT, $0-80
+	PROLOGUE8x4
+	TESTQ DX, DX
+	JEQ   done
+loop:
+	BCW_I8(AX, X16, Z16)
+	BCW_I8(BX, X17, Z17)
+	BCW_I8(SI, X18, Z18)
+	BCW_I8(R12, X19, Z19)
+	MUL8x4
+	ADDQ $8, CX
+	CMPQ CX, DX
+	JB   loop
+done:
+	EPILOGUE8x4
+	RET
+
+// MXFP4 for one x row × 8 weight rows, decoded in registers as gemm1x4MX does (see
+// kernel_amd64.s), two rows per 16-wide register: 4 packed bytes of the even row, then 4 of
+// the odd row, give its 16 codes. The loop does one 32-value scale block per iteration (4
+// steps of 8 k); DI walks the half scales sc[block][row], and Z24-Z27 hold each row pair's
+// two scales (8 lanes each), so one VMULPS applies both. CX counts bytes (x is at 8·CX
+// bytes), DX is the end. X13 temp, X14 mxmask, X15 mxlut.
+DATA mxlutz<>+0(SB)/8, $0x0c08060403020100
+DATA mxlutz<>+8(SB)/8, $0xf4f8fafcfdfeff00
+GLOBL mxlutz<>(SB), RODATA|NOPTR, $16
+DATA mxmaskz<>+0(SB)/8, $0x0f0f0f0f0f0f0f0f
+DATA mxmaskz<>+8(SB)/8, $0x0f0f0f0f0f0f0f0f
+GLOBL mxmaskz<>(SB), RODATA|NOPTR, $16
+
+#define MXPAIR(off, lo, hi, x, z, zs) \
+	VMOVD off(lo)(CX*1), x; \
+	VPINSRD $1, off(hi)(CX*1), x, x; \
+	VPSRLW $4, x, X13; \
+	VPUNPCKLBW X13, x, x; \
+	VPAND X14, x, x; \
+	VPSHUFB x, X15, x; \
+	VPMOVSXBD x, z; \
+	VCVTDQ2PS z, z; \
+	VMULPS zs, z, z
+
+#define MXSTEP(off, xoff) \
+	VBROADCASTF64X4 xoff(R8)(CX*8), Z8; \
+	MXPAIR(off, AX, BX, X9, Z9, Z24); \
+	MXPAIR(off, SI, R9, X10, Z10, Z25); \
+	MXPAIR(off, R10, R11, X11, Z11, Z26); \
+	MXPAIR(off, R12, R13, X12, Z12, Z27); \
+	MUL1x8
+
+// MXSCALE puts the scales of rows 2p and 2p+1 (at off and off+4 from DI) in the low and
+// high halves of z.
+#define MXSCALE(off, z) \
+	VBROADCASTSS off(DI), z; \
+	VBROADCASTSS off+4(DI), Z20; \
+	VINSERTF64X4 $1, Y20, z, z
+
+// func gemm1x8ZMX(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *byte, sc *float32, n32 int)
+TEXT ·gemm1x8ZMX(SB), NOSPLIT, $0-96
+	MOVQ acc+0(FP), DI
+	VMOVUPS 0(DI), Z0
+	VMOVUPS 64(DI), Z1
+	VMOVUPS 128(DI), Z2
+	VMOVUPS 192(DI), Z3
+	MOVQ x+8(FP), R8
+	MOVQ w0+16(FP), AX
+	MOVQ w1+24(FP), BX
+	MOVQ w2+32(FP), SI
+	MOVQ w3+40(FP), R9
+	MOVQ w4+48(FP), R10
+	MOVQ w5+56(FP), R11
+	MOVQ w6+64(FP), R12
+	MOVQ w7+72(FP), R13
+	MOVQ sc+80(FP), DI
+	MOVQ n32+88(FP), DX
+	SHLQ $4, DX
+	XORQ CX, CX
+	VMOVDQU mxmaskz<>(SB), X14
+	VMOVDQU mxlutz<>(SB), X15
+	TESTQ DX, DX
+	JEQ   done
+loop:
+	MXSCALE(0, Z24)
+	MXSCALE(8, Z25)
+	MXSCALE(16, Z26)
+	MXSCALE(24, Z27)
+	MXSTEP(0, 0)
+	MXSTEP(4, 32)
+	MXSTEP(8, 64)
+	MXSTEP(12, 96)
+	ADDQ $16, CX
+	ADDQ $32, DI
+	CMPQ CX, DX
+	JB   loop
+done:
+	MOVQ acc+0(FP), DI
+	EPILOGUE1x8
+	RET

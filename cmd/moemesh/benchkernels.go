@@ -33,7 +33,7 @@ func newBenchKernels(_ *globals) *cobra.Command {
 	)
 	c := &cobra.Command{
 		Use:   "kernels",
-		Short: "The cpu backend's expert FFN against OpenBLAS (tools/blasref), f32 and bf16 weights",
+		Short: "The cpu backend's expert FFN against OpenBLAS (tools/blasref), f32 and bf16 weights; i8 and mxfp4 vs bf16",
 		Long: `Times one SwiGLU expert FFN, y = W2·(silu(W1·x) ⊙ (W3·x)) with W1 and W3 stacked as one
 [2I, H] weight (what expert daemons run: GroupedMatmul, SwiGLU, GroupedMatmul on a cpu card),
 6·T·H·I flops, with f32 and with bf16 weights, for every shape H×I, token count T and thread
@@ -45,7 +45,9 @@ With --stat best (the default) each side's fastest sample is used: on a shared m
 neighbour only ever slows a sample down, so the fastest ones are the least disturbed; with
 --stat median, medians of GFLOP/s and of per-sample ratios. The summary line gives the smallest f32 ratio at T >= 8 and the smallest T=1 ratio of bf16
 weights against OpenBLAS's f32 sgemv (over shapes and thread counts); "n/a" without the
-reference.`,
+reference. The last columns time our FFN with quantised weights, i8 (W8A16, per-channel
+scales) and mxfp4 (E2M1 with an E8M0 scale per 32; n/a unless H and I are multiples of 32),
+in the same samples, and give their throughput over bf16's; OpenBLAS has no counterpart.`,
 		Example: "  make bin/blasref && moemesh bench kernels",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			shs, err := parseShapes(shapes)
@@ -102,8 +104,10 @@ type kernelBench struct {
 type kernelRow struct {
 	h, i, t, threads int
 	f32, bf16, ob    float64 // GFLOP/s
+	i8, mx           float64 // GFLOP/s with quantised weights; 0: not run
 	impl             string  // the reference's routine
 	rf32, rbf16      float64 // ours/OpenBLAS throughput; 0 without the reference
+	ri8, rmx         float64 // i8 and mxfp4 throughput over bf16 (same samples)
 }
 
 func (kb *kernelBench) run(ctx context.Context, w io.Writer, shapes [][2]int, ts, ths []int) error {
@@ -117,7 +121,7 @@ func (kb *kernelBench) run(ctx context.Context, w io.Writer, shapes [][2]int, ts
 	}
 	fmt.Fprintf(w, "expert FFN (gate+up [2I,H], SwiGLU, down [H,I]), 6·T·H·I flops; machine: %d cpus; reference: %s\n", runtimeCPUs(), ref)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "H×I\tT\tthreads\tf32 GFLOP/s\tbf16 GFLOP/s\tOpenBLAS GFLOP/s\tf32/OB\tbf16/OB\t")
+	fmt.Fprintln(tw, "H×I\tT\tthreads\tf32 GFLOP/s\tbf16 GFLOP/s\tOpenBLAS GFLOP/s\tf32/OB\tbf16/OB\ti8 GFLOP/s\tmxfp4 GFLOP/s\ti8/bf16\tmxfp4/bf16\t")
 	var rows []kernelRow
 	for _, sh := range shapes {
 		rs, err := kb.shape(ctx, sh[0], sh[1], ts, ths)
@@ -127,8 +131,9 @@ func (kb *kernelBench) run(ctx context.Context, w io.Writer, shapes [][2]int, ts
 		rows = append(rows, rs...)
 	}
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d×%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t\n", r.h, r.i, r.t, r.threads, r.f32, r.bf16,
-			orNA(r.ob, "%.1f")+" "+r.impl, orNA(r.rf32, "%.2f"), orNA(r.rbf16, "%.2f"))
+		fmt.Fprintf(tw, "%d×%d\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.h, r.i, r.t, r.threads, r.f32, r.bf16,
+			orNA(r.ob, "%.1f")+" "+r.impl, orNA(r.rf32, "%.2f"), orNA(r.rbf16, "%.2f"),
+			orNA(r.i8, "%.1f"), orNA(r.mx, "%.1f"), orNA(r.ri8, "%.2f"), orNA(r.rmx, "%.2f"))
 	}
 	tw.Flush()
 	minRatio, gemv := summarize(rows)
@@ -195,6 +200,7 @@ func (kb *kernelBench) cell(ctx context.Context, ex *benchExpert, t, threads int
 	row := kernelRow{h: ex.h, i: ex.inter, t: t, threads: threads}
 	flops := 6 * float64(t) * float64(ex.h) * float64(ex.inter)
 	var tfs, tbs, tos, rf32s, rbf16s []float64 // seconds per call, and per-sample ratios
+	var tis, tms, ri8s, rmxs []float64         // the same for i8 and mxfp4 (over bf16)
 	for rep := range kb.reps {
 		var ob blasResult
 		refSample := func() (err error) {
@@ -215,6 +221,19 @@ func (kb *kernelBench) cell(ctx context.Context, ex *benchExpert, t, threads int
 		tb, err := ex.time(t, ascend.BF16, kb.minTime)
 		if err != nil {
 			return row, err
+		}
+		for _, q := range []struct {
+			dt     ascend.DType
+			ts, rs *[]float64
+		}{{ascend.I8, &tis, &ri8s}, {ascend.MXFP4, &tms, &rmxs}} {
+			if ex.w13[q.dt] == nil {
+				continue
+			}
+			tq, err := ex.time(t, q.dt, kb.minTime)
+			if err != nil {
+				return row, err
+			}
+			*q.ts, *q.rs = append(*q.ts, tq.Seconds()), append(*q.rs, tb.Seconds()/tq.Seconds())
 		}
 		if rep%2 == 0 {
 			if err := refSample(); err != nil {
@@ -241,12 +260,16 @@ func (kb *kernelBench) cell(ctx context.Context, ex *benchExpert, t, threads int
 	}
 	if kb.best {
 		row.f32, row.bf16, row.ob = gf(minOr0(tfs)), gf(minOr0(tbs)), gf(minOr0(tos))
+		row.i8, row.mx = gf(minOr0(tis)), gf(minOr0(tms))
 		if row.ob != 0 {
 			row.rf32, row.rbf16 = row.f32/row.ob, row.bf16/row.ob
 		}
+		row.ri8, row.rmx = row.i8/row.bf16, row.mx/row.bf16
 	} else {
 		row.f32, row.bf16, row.ob = gf(median(tfs)), gf(median(tbs)), gf(median(tos))
+		row.i8, row.mx = gf(median(tis)), gf(median(tms))
 		row.rf32, row.rbf16 = median(rf32s), median(rbf16s)
+		row.ri8, row.rmx = median(ri8s), median(rmxs)
 	}
 	return row, nil
 }
@@ -294,7 +317,8 @@ func checkIndices(t, h int) []int {
 	return idx
 }
 
-// benchExpert is one expert on a card in f32 and in bf16, with activations for each T.
+// benchExpert is one expert on a card in f32, bf16, i8 and (when H and I are multiples of
+// 32) mxfp4, with activations for each T.
 type benchExpert struct {
 	card     ascend.Card
 	h, inter int
@@ -311,7 +335,10 @@ func newBenchExpert(card ascend.Card, h, inter, maxT int) (*benchExpert, error) 
 	fillBench(e.x, seedX, h, inter, 1)
 	fillBench(w13, seedW13, h, inter, float32(1/math.Sqrt(float64(h))))
 	fillBench(w2, seedW2, h, inter, float32(1/math.Sqrt(float64(inter))))
-	for _, dt := range []ascend.DType{ascend.F32, ascend.BF16} {
+	for _, dt := range []ascend.DType{ascend.F32, ascend.BF16, ascend.I8, ascend.MXFP4} {
+		if dt == ascend.MXFP4 && (h%ascend.MXBlock != 0 || inter%ascend.MXBlock != 0) {
+			continue // K must be a multiple of 32 in both projections
+		}
 		b13, err := card.Alloc(dt, 2*inter, h)
 		if err != nil {
 			return nil, err
