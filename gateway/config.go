@@ -49,6 +49,9 @@ type Config struct {
 	// Collectors are served on /metrics beside the gateway's own series (moemesh up adds
 	// its router's and daemons').
 	Collectors []prometheus.Collector
+	// RegistryReplicas: JetStream replicas of a registry bucket the mesh view creates
+	// (see mesh.WithReplicas; 0: the default).
+	RegistryReplicas int
 
 	Logger *slog.Logger
 }

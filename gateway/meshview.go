@@ -27,7 +27,7 @@ func (rs *registries) get(ctx context.Context, g *Gateway, model string) (*mesh.
 	if r := rs.regs[model]; r != nil {
 		return r, nil
 	}
-	r, err := mesh.OpenRegistry(ctx, g.nc, model, 0, mesh.WithLogger(g.log)) // reads only
+	r, err := mesh.OpenRegistry(ctx, g.nc, model, 0, mesh.WithLogger(g.log), mesh.WithReplicas(g.cfg.RegistryReplicas)) // reads only
 	if err != nil {
 		return nil, err
 	}

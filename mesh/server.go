@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/logger"
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -47,11 +49,27 @@ type ServerConfig struct {
 	ClusterHost                           string // "" = Host
 	ClusterPort                           int    // 0 = 6222 when ClusterName is set; -1 = random
 	Routes                                []string
+	// Monitor is the HOST:PORT of the server's HTTP monitoring endpoints (/healthz, /varz,
+	// /routez, /jsz); "" = off. Port -1 picks a free port (see MonitorURL). Readiness
+	// probes use /healthz?js-enabled-only=true.
+	Monitor string
+
+	// AuthFile is a nats-server config file holding only an `authorization` block (what
+	// `moemesh nats-config` writes, see AuthConfig.WriteAuthConfig); its users become the
+	// only ones the server accepts. "" = no authorization (any client connects).
+	AuthFile string
+	// TLSCert and TLSKey (PEM files) make clients connect with TLS; plain connections are
+	// refused. With TLSCA the server also requires client certificates signed by it, and
+	// a cluster's routes use the same certificate and CA both ways (without TLSCA, routes
+	// stay plain: a route verifies its peer, which needs the CA).
+	TLSCert, TLSKey, TLSCA string
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
 	ns      *server.Server
+	users   []string // user names of the authorization, for logs
+	tls     bool
 	tempDir string // removed on Shutdown; "" when the caller chose StoreDir
 	once    sync.Once
 }
@@ -63,7 +81,16 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{}
+	s := &Server{tls: opts.TLSConfig != nil}
+	for _, u := range opts.Users {
+		s.users = append(s.users, u.Username)
+	}
+	if opts.Username != "" {
+		s.users = append(s.users, opts.Username)
+	}
+	for _, u := range opts.Nkeys {
+		s.users = append(s.users, u.Nkey)
+	}
 	if opts.StoreDir == "" {
 		if s.tempDir, err = os.MkdirTemp("", "moemesh-nats-*"); err != nil {
 			return nil, fmt.Errorf("%w: store dir: %w", ErrServer, err)
@@ -131,6 +158,28 @@ func (cfg ServerConfig) options() (*server.Options, error) {
 	if opts.JetStreamMaxStore <= 0 {
 		opts.JetStreamMaxStore = DefaultJetStreamMaxStore
 	}
+	if cfg.Monitor != "" {
+		host, port, err := splitHostPort(cfg.Monitor)
+		if err != nil {
+			return nil, fmt.Errorf("%w: monitor address: %w", ErrServer, err)
+		}
+		opts.HTTPHost, opts.HTTPPort = host, port
+	}
+	if cfg.AuthFile != "" {
+		if err := loadAuthFile(cfg.AuthFile, opts); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" || cfg.TLSCA != "" {
+		if cfg.TLSCert == "" || cfg.TLSKey == "" {
+			return nil, fmt.Errorf("%w: TLS needs a certificate and its key (a CA alone is not enough)", ErrServer)
+		}
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: cfg.TLSCA != ""})
+		if err != nil {
+			return nil, fmt.Errorf("%w: TLS: %w", ErrServer, err)
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSVerify = true, tc, cfg.TLSCA != ""
+	}
 	if cfg.ClusterName == "" {
 		if len(cfg.Routes) > 0 || cfg.ClusterPort != 0 {
 			return nil, fmt.Errorf("%w: routes and a cluster port need a cluster name", ErrServer)
@@ -148,6 +197,14 @@ func (cfg ServerConfig) options() (*server.Options, error) {
 	}
 	if opts.Cluster.Port == 0 {
 		opts.Cluster.Port = defaultRoutePort
+	}
+	if cfg.TLSCA != "" {
+		// Mutual: a route is a client of its peer's route port and a server for the peer.
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: true})
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster TLS: %w", ErrServer, err)
+		}
+		opts.Cluster.TLSConfig = tc
 	}
 	for _, r := range cfg.Routes {
 		r = strings.TrimSpace(r)
@@ -184,6 +241,69 @@ func (s *Server) Port() int {
 	}
 	p, _ := strconv.Atoi(u.Port())
 	return p
+}
+
+// Users are the user names the server accepts ("" or empty: no authorization). Never the
+// passwords.
+func (s *Server) Users() []string { return slices.Clone(s.users) }
+
+// TLS reports whether clients must connect with TLS.
+func (s *Server) TLS() bool { return s.tls }
+
+// MonitorURL is the base URL of the HTTP monitoring endpoints (e.g. http://127.0.0.1:8222),
+// or "" when ServerConfig.Monitor was empty. An unspecified host is given as loopback.
+func (s *Server) MonitorURL() string {
+	addr := s.ns.MonitorAddr()
+	if addr == nil {
+		return ""
+	}
+	host := addr.IP.String()
+	if addr.IP == nil || addr.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+// loadAuthFile applies the users of a file holding only an `authorization` block. Other
+// settings are refused rather than ignored: listen addresses, JetStream and TLS are this
+// package's flags, and a setting that silently did nothing would mislead.
+func loadAuthFile(path string, opts *server.Options) error {
+	top, err := conf.ParseFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: auth file: %w", ErrServer, err)
+	}
+	for k := range top {
+		if k != "authorization" {
+			return fmt.Errorf("%w: auth file %s: only an authorization block is read, not %q", ErrServer, path, k)
+		}
+	}
+	fo, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: auth file: %w", ErrServer, err)
+	}
+	if len(fo.Users) == 0 && len(fo.Nkeys) == 0 && fo.Username == "" && fo.Authorization == "" {
+		return fmt.Errorf("%w: auth file %s defines no user: the server would stay open", ErrServer, path)
+	}
+	opts.Users, opts.Nkeys = fo.Users, fo.Nkeys
+	opts.Username, opts.Password, opts.Authorization = fo.Username, fo.Password, fo.Authorization
+	opts.NoAuthUser, opts.AuthTimeout = fo.NoAuthUser, fo.AuthTimeout
+	return nil
+}
+
+// splitHostPort parses HOST:PORT (HOST may be empty: all interfaces; PORT -1: a free port).
+func splitHostPort(hp string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not HOST:PORT: %w", hp, err)
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < -1 || port > 65535 || port == 0 {
+		return "", 0, fmt.Errorf("%q: port must be 1-65535 or -1 (a free port)", hp)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
 }
 
 // NATS is the underlying server, for what this package does not wrap.

@@ -1,13 +1,28 @@
 package mesh
 
 import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -82,6 +97,9 @@ func TestServerConfigErrors(t *testing.T) {
 		"cluster without name":   {ClusterName: "c"},
 		"routes without cluster": {Routes: []string{"nats://127.0.0.1:6222"}},
 		"bad route":              {Name: "n", ClusterName: "c", ClusterPort: -1, Routes: []string{"::bad"}},
+		"monitor without port":   {Port: -1, Monitor: "127.0.0.1"},
+		"monitor port zero":      {Port: -1, Monitor: "127.0.0.1:0"},
+		"monitor port text":      {Port: -1, Monitor: "127.0.0.1:http"},
 	} {
 		if _, err := StartServer(cfg); !errors.Is(err, ErrServer) {
 			t.Errorf("%s: err = %v", name, err)
@@ -117,4 +135,268 @@ func TestServerCluster(t *testing.T) {
 		_, err := sub.NextMsg(50 * time.Millisecond)
 		return err
 	})
+}
+
+func TestServerMonitor(t *testing.T) {
+	s := startServer(t, ServerConfig{Port: -1, Monitor: "127.0.0.1:-1"})
+	base := s.MonitorURL()
+	if !strings.HasPrefix(base, "http://127.0.0.1:") {
+		t.Fatalf("MonitorURL %q", base)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	// The readiness probe of the k8s manifests and the cluster test.
+	for _, path := range []string{"/healthz?js-enabled-only=true", "/healthz", "/varz", "/jsz"} {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", path, resp.Status)
+		}
+	}
+	if off := startServer(t, ServerConfig{Port: -1}); off.MonitorURL() != "" {
+		t.Fatalf("monitoring on without Monitor: %q", off.MonitorURL())
+	}
+}
+
+// writeAuthFile writes the authorization of NewAuthConfig(authPasswords()) to a file.
+func writeAuthFile(t *testing.T) string {
+	t.Helper()
+	cfg, err := NewAuthConfig(authPasswords(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := cfg.WriteAuthConfig(&b); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "auth.conf")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestServerAuthFile(t *testing.T) {
+	s := startServer(t, ServerConfig{AuthFile: writeAuthFile(t)})
+	if got := s.Users(); len(got) != len(Roles) {
+		t.Fatalf("users %v, want one per role", got)
+	}
+	pw := authPasswords()
+	for _, tc := range []struct {
+		name string
+		opts []nats.Option
+		ok   bool
+	}{
+		{"anonymous", nil, false},
+		{"wrong password", []nats.Option{nats.UserInfo("gateway", "not-"+string(pw[RoleGateway]))}, false},
+		{"another role's password", []nats.Option{nats.UserInfo("gateway", string(pw[RoleRouter]))}, false},
+		{"unknown user", []nats.Option{nats.UserInfo("janitor", string(pw[RoleGateway]))}, false},
+		{"gateway", []nats.Option{nats.UserInfo("gateway", string(pw[RoleGateway]))}, true},
+		{"expertd", []nats.Option{nats.UserInfo("expertd", string(pw[RoleExpertd]))}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := nats.Connect(s.ClientURL(), append(tc.opts, nats.Timeout(2*time.Second), nats.NoReconnect())...)
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				nc.Close()
+				return
+			}
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Fatalf("err %v, want an authorization violation", err)
+			}
+		})
+	}
+
+	// Connect (what services use) gives up on a refused login at once rather than
+	// retrying it until its deadline like an unreachable server.
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := Connect(ctx, s.ClientURL(), "wrong", nats.UserInfo("router", "nope"), InboxOption(RoleRouter))
+	if !errors.Is(err, ErrConnect) || !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("Connect with a wrong password: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second || strings.Contains(err.Error(), "within") {
+		t.Fatalf("wrong password reported after %v: %v", d, err)
+	}
+}
+
+func TestServerAuthFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"missing", filepath.Join(dir, "none.conf"), "no such file"},
+		{"not a config", write("bad.conf", "authorization {\n  users = [\n"), "auth file"},
+		{"other settings", write("listen.conf", "listen: 0.0.0.0:4222\nauthorization { user: a, password: b }\n"), `"listen"`},
+		{"no user", write("empty.conf", "authorization {}\n"), "no user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := StartServer(ServerConfig{Port: -1, AuthFile: tc.file})
+			if !errors.Is(err, ErrServer) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want ErrServer mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestServerTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	s := startServer(t, ServerConfig{TLSCert: pki.ServerCert, TLSKey: pki.ServerKey})
+	if !s.TLS() || !strings.HasPrefix(s.ClientURL(), "tls://127.0.0.1:") {
+		t.Fatalf("TLS %v, url %s", s.TLS(), s.ClientURL())
+	}
+	mtls := startServer(t, ServerConfig{TLSCert: pki.ServerCert, TLSKey: pki.ServerKey, TLSCA: pki.CA})
+	for _, tc := range []struct {
+		name string
+		url  string
+		opts []nats.Option
+		ok   bool
+	}{
+		{"server TLS, trusted CA", s.ClientURL(), []nats.Option{nats.RootCAs(pki.CA)}, true},
+		{"server TLS, nats:// URL upgrades", strings.Replace(s.ClientURL(), "tls://", "nats://", 1), []nats.Option{nats.RootCAs(pki.CA)}, true},
+		{"server TLS, CA unknown", s.ClientURL(), nil, false},
+		{"mutual TLS, client cert", mtls.ClientURL(), []nats.Option{nats.RootCAs(pki.CA), nats.ClientCert(pki.ClientCert, pki.ClientKey)}, true},
+		{"mutual TLS, no client cert", mtls.ClientURL(), []nats.Option{nats.RootCAs(pki.CA)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := nats.Connect(tc.url, append(tc.opts, nats.Timeout(2*time.Second), nats.NoReconnect())...)
+			if err == nil {
+				defer nc.Close()
+				if !tc.ok {
+					t.Fatal("connected")
+				}
+				if !nc.TLSRequired() {
+					t.Fatal("connected without TLS")
+				}
+				return
+			}
+			if tc.ok {
+				t.Fatal(err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+
+	// A plain client speaks the protocol without a handshake: the server answers nothing
+	// but its INFO (which demands TLS) and closes the connection.
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port())), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	rd := bufio.NewReader(conn)
+	info, err := rd.ReadString('\n')
+	if err != nil || !strings.Contains(info, `"tls_required":true`) {
+		t.Fatalf("INFO %q, %v", info, err)
+	}
+	if _, err := conn.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(rd)
+	if strings.Contains(string(rest), "PONG") {
+		t.Fatalf("plain client answered: %q", rest)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("plain connection left open: %q", rest)
+	}
+	t.Logf("plain client got %q, then %v", rest, err)
+}
+
+func TestServerTLSErrors(t *testing.T) {
+	pki := newTestPKI(t)
+	for name, cfg := range map[string]ServerConfig{
+		"key without cert": {Port: -1, TLSKey: pki.ServerKey},
+		"CA alone":         {Port: -1, TLSCA: pki.CA},
+		"missing cert":     {Port: -1, TLSCert: pki.ServerCert + ".none", TLSKey: pki.ServerKey},
+		"key of another":   {Port: -1, TLSCert: pki.ServerCert, TLSKey: pki.ClientKey},
+	} {
+		if _, err := StartServer(cfg); !errors.Is(err, ErrServer) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+	}
+}
+
+// testPKI is a CA made for one test, with a server and a client certificate it signed,
+// as PEM files in a temporary directory.
+type testPKI struct {
+	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+}
+
+func newTestPKI(t testing.TB) testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	caKey := genKey(t)
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "moemesh test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testPKI{CA: filepath.Join(dir, "ca.pem")}
+	writePEM(t, p.CA, "CERTIFICATE", caDER)
+	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+		key := genKey(t)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, keyPath := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+		writePEM(t, cert, "CERTIFICATE", der)
+		writePEM(t, keyPath, "EC PRIVATE KEY", kder)
+		return cert, keyPath
+	}
+	p.ServerCert, p.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
+	p.ClientCert, p.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+func genKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func writePEM(t testing.TB, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

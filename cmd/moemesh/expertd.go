@@ -23,6 +23,7 @@ func newExpertd(g *globals) *cobra.Command {
 		natsURL, modelSpec, name, id, device, cards, cardMem, layers, experts string
 		metricsAddr                                                           string
 		heartbeat, leaveWait                                                  time.Duration
+		nf                                                                    natsFlags
 	)
 	c := &cobra.Command{
 		Use:   "expertd",
@@ -84,13 +85,13 @@ func newExpertd(g *globals) *cobra.Command {
 				return err
 			}
 			defer stopTracing()
-			nc, err := mesh.Connect(cmd.Context(), natsURL, "moemesh-expertd-"+id)
+			nc, ns, err := nf.connect(cmd.Context(), natsURL, "moemesh-expertd-"+id, log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
 			d, err := expertd.New(expertd.Config{Model: name, ModelDir: dir, Daemon: id, Backend: be, Cards: ccs,
-				Heartbeat: heartbeat, LeaveWait: leaveWait, Logger: log}, nc)
+				Heartbeat: heartbeat, LeaveWait: leaveWait, RegistryReplicas: ns.registryReplicas(), Logger: log}, nc)
 			if err != nil {
 				return err
 			}
@@ -116,6 +117,7 @@ func newExpertd(g *globals) *cobra.Command {
 	f.StringVar(&experts, "experts", "all", "experts to serve: one set for every card or ';'-separated sets per card, e.g. \"0-7;8-15\"; none: start empty, for the placement controller (moemesh router --controller)")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus /metrics on this address, e.g. :9102")
 	f.DurationVar(&heartbeat, "heartbeat", time.Second, "lease heartbeat; a card is gone after 3 missed beats")
+	nf.register(f, mesh.RoleExpertd, true, os.Getenv)
 	f.DurationVar(&leaveWait, "leave-wait", 20*time.Second, "on SIGTERM with a placement controller, how long to keep serving until the experts are ready on other cards (< 0: drain at once)")
 	return c
 }

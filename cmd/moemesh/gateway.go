@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -15,14 +19,18 @@ import (
 func newGateway(g *globals) *cobra.Command {
 	var (
 		natsURL, modelSpec, name, addr, tenantsPath string
+		tlsCert, tlsKey                             string
 		maxTokens                                   int
 		idle, reqTimeout                            time.Duration
+		nf                                          natsFlags
 	)
 	c := &cobra.Command{
 		Use:   "gateway",
 		Short: "Serve the OpenAI-compatible HTTP API in front of the routers",
 		Example: `  moemesh gateway --model ./Qwen3-30B-A3B --tenants tenants.yaml
-  moemesh gateway --model builtin:tiny --addr :8080   # open: no tenants file, no keys`,
+  moemesh gateway --model builtin:tiny --addr :8080   # open: no tenants file, no keys
+  moemesh gateway --model ./m --tls-cert gw.pem --tls-key gw-key.pem \
+    --nats tls://nats:4222 --nats-ca ca.pem --nats-user gateway --nats-password-file /run/secrets/gateway`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log := g.logger()
 			dir, defName, err := resolveModel(modelSpec, log)
@@ -41,7 +49,17 @@ func newGateway(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, err := mesh.Connect(cmd.Context(), natsURL, "moemesh-gateway")
+			// Before NATS: a bad certificate is a configuration error to report at once.
+			var certs *certReloader
+			if tlsCert != "" || tlsKey != "" {
+				if tlsCert == "" || tlsKey == "" {
+					return errors.New("--tls-cert and --tls-key go together")
+				}
+				if certs, err = newCertReloader(tlsCert, tlsKey, log); err != nil {
+					return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+				}
+			}
+			nc, ns, err := nf.connect(cmd.Context(), natsURL, "moemesh-gateway", log)
 			if err != nil {
 				return err
 			}
@@ -49,12 +67,21 @@ func newGateway(g *globals) *cobra.Command {
 			gw, err := gateway.New(gateway.Config{
 				Addr: addr, Models: []gateway.Model{{Name: name, Dir: dir}}, Tenants: store,
 				DefaultMaxTokens: maxTokens, IdleTimeout: idle, RequestTimeout: reqTimeout, Logger: log,
-				Collectors: []prometheus.Collector{natsCollector(nc, prometheus.Labels{"service": "gateway"})},
+				Collectors:       []prometheus.Collector{natsCollector(nc, prometheus.Labels{"service": "gateway"})},
+				RegistryReplicas: ns.registryReplicas(),
 			}, nc)
 			if err != nil {
 				return err
 			}
-			if err := gw.Run(cmd.Context()); err != nil {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("gateway: %w", err)
+			}
+			if certs != nil {
+				ln = tls.NewListener(ln, certs.serverTLS())
+				log.Info("gateway serves HTTPS", "cert", tlsCert)
+			}
+			if err := gw.Serve(cmd.Context(), ln); err != nil {
 				return err
 			}
 			return nc.Drain()
@@ -69,5 +96,8 @@ func newGateway(g *globals) *cobra.Command {
 	f.IntVar(&maxTokens, "default-max-tokens", 1024, "max_tokens of chat requests that name none (0: up to the context)")
 	f.DurationVar(&idle, "idle-timeout", 120*time.Second, "fail a request with 504 when no token arrives for this long")
 	f.DurationVar(&reqTimeout, "request-timeout", 10*time.Minute, "deadline of a whole generation")
+	f.StringVar(&tlsCert, "tls-cert", os.Getenv("MOEMESH_GATEWAY_TLS_CERT"), "serve HTTPS with this certificate (PEM, chain first), reloaded when it changes (env MOEMESH_GATEWAY_TLS_CERT)")
+	f.StringVar(&tlsKey, "tls-key", os.Getenv("MOEMESH_GATEWAY_TLS_KEY"), "the key of --tls-cert (PEM) (env MOEMESH_GATEWAY_TLS_KEY)")
+	nf.register(f, mesh.RoleGateway, true, os.Getenv)
 	return c
 }

@@ -33,6 +33,7 @@ type genFlags struct {
 	seed                                         uint64
 	temperature, topP                            float32
 	topK                                         int
+	nats                                         natsFlags
 }
 
 func newGenerate(g *globals) *cobra.Command {
@@ -59,6 +60,9 @@ func newGenerate(g *globals) *cobra.Command {
 	fl.Float32Var(&f.temperature, "temperature", 0.7, "sampling temperature")
 	fl.IntVar(&f.topK, "top-k", 0, "sample from the k most likely tokens (0: all)")
 	fl.Float32Var(&f.topP, "top-p", 1, "sample from the smallest set holding this probability")
+	// The admin's inbox unless the user names a role: generate does a router's job (it
+	// sends to cards), so `--nats-user router` is the least privilege.
+	f.nats.register(fl, mesh.RoleAdmin, true, os.Getenv)
 	fl.StringVar(&f.logitsOut, "logits-out", "", "write every step's logits: a JSON header line, then raw little-endian f32 [steps, vocab]")
 	return c
 }
@@ -144,10 +148,14 @@ func runGenerate(cmd *cobra.Command, g *globals, f genFlags) error {
 	defer lm.Close()
 	var nc *nats.Conn
 	if !f.local {
-		if nc, err = mesh.Connect(ctx, f.natsURL, "moemesh-generate"); err != nil {
+		var ns *natsSettings
+		if nc, ns, err = f.nats.connect(ctx, f.natsURL, "moemesh-generate", log); err != nil {
 			return err
 		}
 		defer nc.Close()
+		if err := ensureRegistry(ctx, nc, name, ns); err != nil {
+			return err
+		}
 	}
 	experts, closeExperts, err := stack.Experts(ctx, ck, cfg, be, nc, name, f.local, f.exact, 0)
 	if err != nil {

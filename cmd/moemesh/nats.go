@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,7 +27,20 @@ func newNATS(g *globals) *cobra.Command {
 			}
 			defer srv.Shutdown()
 			log := g.logger()
-			log.Info("nats server ready", "url", srv.ClientURL(), "store", cfg.StoreDir)
+			if users := srv.Users(); len(users) > 0 {
+				log.Info("nats authorization on", "file", cfg.AuthFile, "users", len(users), "names", users)
+			} else {
+				// Loud only where it matters: an open server on loopback is the local default.
+				lvl := slog.LevelInfo
+				if ip := net.ParseIP(cfg.Host); ip == nil || !ip.IsLoopback() {
+					lvl = slog.LevelWarn
+				}
+				log.Log(cmd.Context(), lvl, "nats authorization off: any client may connect (see moemesh nats-config and --auth)", "host", cfg.Host)
+			}
+			if srv.TLS() {
+				log.Info("nats TLS on", "cert", cfg.TLSCert, "verify_clients", cfg.TLSCA != "", "cluster_tls", cfg.ClusterName != "" && cfg.TLSCA != "")
+			}
+			log.Info("nats server ready", "url", srv.ClientURL(), "store", cfg.StoreDir, "monitor", srv.MonitorURL())
 			fmt.Println(srv.ClientURL())
 			<-cmd.Context().Done()
 			log.Info("nats server stopping")
@@ -41,6 +56,11 @@ func newNATS(g *globals) *cobra.Command {
 	f.StringVar(&cfg.ClusterHost, "cluster-host", "127.0.0.1", "cluster listen address")
 	f.IntVar(&cfg.ClusterPort, "cluster-port", 0, "cluster port")
 	f.StringVar(&routes, "routes", "", "comma-separated cluster routes, e.g. nats://h1:6222,nats://h2:6222")
+	f.StringVar(&cfg.Monitor, "monitor", "", "HOST:PORT for HTTP monitoring (/healthz, /varz, /routez, /jsz), e.g. 0.0.0.0:8222; off by default")
+	f.StringVar(&cfg.AuthFile, "auth", "", "authorization file written by `moemesh nats-config` (a user per role); without it any client connects")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM): clients must use TLS")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
+	f.StringVar(&cfg.TLSCA, "tls-ca", "", "CA (PEM) that signs client certificates: clients must present one; cluster routes then use TLS with the same certificate")
 	f.BoolVar(&cfg.Debug, "debug", false, "log the server's own messages")
 	return c
 }

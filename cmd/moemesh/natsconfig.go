@@ -30,7 +30,9 @@ func newNATSConfig(g *globals) *cobra.Command {
 router, expertd, admin) allowed exactly its mesh traffic, to include in each server's config.
 A role is written when it has a password, from --password-file ROLE=PATH or the environment
 variable ` + passwordEnvPrefix + `<ROLE> (e.g. ` + passwordEnvPrefix + `GATEWAY); passwords
-never come from the command line. Services of a role must use the inbox prefix _INBOX_<role>.`,
+never come from the command line. Services of a role must use the inbox prefix _INBOX_<role>
+(they do when --nats-user names the role). moemesh's own server loads the file with
+moemesh nats --auth FILE; see docs/security.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pw, err := rolePasswords(passwordFiles, os.Getenv)

@@ -110,6 +110,7 @@ func TestNATSConfigCommand(t *testing.T) {
 		c := newNATSConfig(&globals{logLevel: "error", logFormat: "text"})
 		c.SetArgs(args)
 		c.SetErr(&strings.Builder{})
+		c.SetOut(&strings.Builder{}) // cobra's usage text on a refused run
 		if err := c.Execute(); err == nil {
 			t.Errorf("%v accepted", args)
 		}

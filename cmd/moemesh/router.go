@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -64,6 +66,7 @@ func newRouter(g *globals) *cobra.Command {
 		hedgeFactor                  float64
 		expertMetrics                string
 		device                       string
+		nf                           natsFlags
 	)
 	c := &cobra.Command{
 		Use:   "router",
@@ -106,11 +109,16 @@ func newRouter(g *globals) *cobra.Command {
 			}
 			defer stopTracing()
 			ctx := cmd.Context()
-			nc, err := mesh.Connect(ctx, natsURL, "moemesh-router-"+id)
+			nc, ns, err := nf.connect(ctx, natsURL, "moemesh-router-"+id, log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
+			if !local {
+				if err := ensureRegistry(ctx, nc, name, ns); err != nil {
+					return err
+				}
+			}
 			// The controller starts first: the router waits for every expert to have a
 			// replica, which daemons started empty get only from the controller.
 			stopCtl := func() {}
@@ -157,5 +165,22 @@ func newRouter(g *globals) *cobra.Command {
 	f.StringVar(&expertMetrics, "expert-metrics", "top-32", "per-(layer, expert) series on /metrics: off, top-N (the N most routed) or all")
 	f.StringVar(&device, "device", "cpu", "backend of the dense path's card: cpu or cann (needs -tags cann; norms, attention and gating run on the host, see docs/cann.md)")
 	ef.register(f)
+	nf.register(f, mesh.RoleRouter, true, os.Getenv)
 	return c
+}
+
+// ensureRegistry opens the model's registry once with the replica count of the flags, for
+// the commands whose registries are opened deeper down (stack.NewRouter, the controller)
+// without it: should this process be the one to create the bucket, it gets its replicas.
+// With the default of 1 there is nothing to do.
+func ensureRegistry(ctx context.Context, nc *nats.Conn, model string, ns *natsSettings) error {
+	if ns.registryReplicas() <= 1 {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := mesh.OpenRegistry(octx, nc, model, 0, ns.registryOptions()...); err != nil {
+		return fmt.Errorf("--registry-replicas %d: %w", ns.replicas, err)
+	}
+	return nil
 }

@@ -24,6 +24,7 @@ func newStatus(g *globals) *cobra.Command {
 		natsURL, modelSpec string
 		asJSON             bool
 		wait               time.Duration
+		nf                 natsFlags
 	)
 	c := &cobra.Command{
 		Use:   "status",
@@ -37,12 +38,12 @@ func newStatus(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), wait)
 			defer cancel()
-			nc, err := mesh.Connect(ctx, natsURL, "moemesh-status")
+			nc, ns, err := nf.connect(ctx, natsURL, "moemesh-status", nil)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			reg, err := mesh.OpenRegistry(ctx, nc, name, 0, mesh.WithLogger(g.logger()))
+			reg, err := mesh.OpenRegistry(ctx, nc, name, 0, append(ns.registryOptions(), mesh.WithLogger(g.logger()))...)
 			if err != nil {
 				return err
 			}
@@ -64,6 +65,7 @@ func newStatus(g *globals) *cobra.Command {
 	f.StringVar(&modelSpec, "model", os.Getenv("MOEMESH_MODEL"), "model name in subjects, or its directory, or builtin:tiny (env MOEMESH_MODEL)")
 	f.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	f.DurationVar(&wait, "timeout", 10*time.Second, "give up after this long")
+	nf.register(f, mesh.RoleAdmin, true, os.Getenv)
 	return c
 }
 

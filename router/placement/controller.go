@@ -29,7 +29,10 @@ type ControllerConfig struct {
 	Window   time.Duration // the load window (default 30s)
 	Settle   time.Duration // delay after a card joins or leaves before replanning (default 500ms)
 	LeaseTTL time.Duration // the leader lease (default 3s)
-	Logger   *slog.Logger
+	// RegistryReplicas: JetStream replicas of the registry bucket, should this controller
+	// create it (see mesh.WithReplicas; 0: the default).
+	RegistryReplicas int
+	Logger           *slog.Logger
 }
 
 func (c *ControllerConfig) defaults() error {
@@ -76,11 +79,9 @@ func NewController(cfg ControllerConfig, nc *nats.Conn) (*Controller, error) {
 
 // Run campaigns for leadership until ctx is done; while leading, it places experts.
 func (c *Controller) Run(ctx context.Context) error {
-	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	reg, err := mesh.OpenRegistry(octx, c.nc, c.cfg.Model, 0, mesh.WithLogger(c.cfg.Logger))
-	cancel()
+	reg, err := c.openRegistry(ctx)
 	if err != nil {
-		return fmt.Errorf("placement: registry: %w", err)
+		return err
 	}
 	for {
 		err := reg.Campaign(ctx, c.cfg.ID, c.cfg.LeaseTTL, func(lctx context.Context) {
@@ -93,6 +94,29 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// openRegistry opens the model's registry, retrying until ctx ends: the controller does not
+// create the bucket (an expertd does, and with NATS authorization only expertd may), so a
+// controller started before every daemon waits for the first one instead of exiting.
+func (c *Controller) openRegistry(ctx context.Context) (*mesh.Registry, error) {
+	const attempt = 10 * time.Second
+	for {
+		octx, cancel := context.WithTimeout(ctx, attempt)
+		reg, err := mesh.OpenRegistry(octx, c.nc, c.cfg.Model, 0, mesh.WithLogger(c.cfg.Logger), mesh.WithReplicas(c.cfg.RegistryReplicas))
+		cancel()
+		if err == nil {
+			return reg, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("placement: registry: %w", err)
+		}
+		c.cfg.Logger.Warn("placement controller: registry not ready, retrying", "err", err)
+		select { // an error that came at once (not a timeout) is not retried in a hot loop
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
 }
