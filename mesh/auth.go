@@ -78,29 +78,43 @@ func microSubjects(service string) []string {
 	return []string{"$SRV.*", "$SRV.*." + service, "$SRV.*." + service + ".*"}
 }
 
-// kvSubjects are the JetStream API calls the registry makes on bucket (a "*" token for
-// any), each found needed by dropping it and running the roles' jobs on a real server
-// (auth_test.go): account info and stream create/update (OpenRegistry's
-// CreateOrUpdateKeyValue), direct gets by key (KV buckets allow direct get), the ordered
-// push consumers of watches, created per filter and deleted when the watch stops, and
-// $JS.FC, the consumers' flow-control replies: without it a watch whose backlog passes the
-// server's window (1 to 2 MiB) stalls. Stream info, message get and consumer info are not
-// used. Puts are not here: they publish to the key subjects, which differ per role.
-func kvSubjects(bucket string) []string {
-	stream := "KV_" + bucket
-	if bucket == "*" {
-		stream = "*"
-	}
+// kvReadSubjects are the JetStream API calls of a registry's reader on bucket (a "*" token
+// for any), each found needed by dropping it and running the roles' jobs on a real server
+// (auth_test.go): stream info (OpenRegistry binds to the bucket by looking it up), direct
+// gets by key (KV buckets allow direct get), the ordered push consumers of watches, created
+// per filter and deleted when the watch stops, and $JS.FC, the consumers' flow-control
+// replies: without it a watch whose backlog passes the server's window (1 to 2 MiB)
+// stalls. Account info is asked before a stream create; a reader without the right to
+// create still gets it, so that the create it tries on a missing bucket is refused on
+// the create itself, which it recognises (it then waits for an expertd to create the
+// bucket). Message get and consumer info are not used. Puts are not here: they publish to
+// the key subjects, which differ per role.
+func kvReadSubjects(bucket string) []string {
+	stream := kvStream(bucket)
 	api := "$JS.API."
 	return []string{
 		api + "INFO",
-		api + "STREAM.CREATE." + stream,
-		api + "STREAM.UPDATE." + stream,
+		api + "STREAM.INFO." + stream,
 		api + "DIRECT.GET." + stream + ".>",
 		api + "CONSUMER.CREATE." + stream + ".>",
 		api + "CONSUMER.DELETE." + stream + ".*",
 		"$JS.FC." + stream + ".>",
 	}
+}
+
+// kvWriteSubjects are what a registry's writer (expertd: OpenRegistry with a lease TTL)
+// needs beyond kvReadSubjects: creating the bucket and updating its configuration
+// (CreateOrUpdateKeyValue, e.g. to another replica count).
+func kvWriteSubjects(bucket string) []string {
+	stream := kvStream(bucket)
+	return []string{"$JS.API.STREAM.CREATE." + stream, "$JS.API.STREAM.UPDATE." + stream}
+}
+
+func kvStream(bucket string) string {
+	if bucket == "*" {
+		return "*"
+	}
+	return "KV_" + bucket
 }
 
 // PermissionsFor returns the permissions of role for the given models; no model (or "*")
@@ -127,18 +141,20 @@ func PermissionsFor(role Role, models ...string) (RolePermissions, error) {
 		switch role {
 		case RoleGateway:
 			add(&p.Publish, base+"gen", base+"cancel.*")
-			add(&p.Publish, kvSubjects(buckets[i])...) // the mesh view reads leases
+			add(&p.Publish, kvReadSubjects(buckets[i])...) // the mesh view reads leases
 		case RoleRouter:
 			add(&p.Subscribe, base+"gen", base+"cancel.*", base+"load")
 			// Token events go to the gateway's inbox named in the request body, not to
 			// the reply subject, so allow_responses does not cover them.
 			add(&p.Publish, base+"card.*", base+"load", InboxPrefix(RoleGateway)+".>")
-			add(&p.Publish, kv+"assign.>", kv+proto.LeaderKey) // the controller
-			add(&p.Publish, kvSubjects(buckets[i])...)
+			// The controller writes to the bucket an expertd created.
+			add(&p.Publish, kv+"assign.>", kv+proto.LeaderKey)
+			add(&p.Publish, kvReadSubjects(buckets[i])...)
 		case RoleExpertd:
 			add(&p.Subscribe, base+"card.*")
 			add(&p.Publish, kv+"card.>")
-			add(&p.Publish, kvSubjects(buckets[i])...)
+			add(&p.Publish, kvReadSubjects(buckets[i])...)
+			add(&p.Publish, kvWriteSubjects(buckets[i])...)
 		case RoleAdmin:
 		default:
 			return RolePermissions{}, fmt.Errorf("%w: unknown role %q", ErrAuth, role)

@@ -342,6 +342,8 @@ func TestAuthForbidden(t *testing.T) {
 		{RoleGateway, false, kv + "assign.c0", "gateway must not assign"},
 		{RoleGateway, false, proto.GenSubject("other"), "another model"},
 		{RoleGateway, false, "$JS.API.STREAM.PURGE.KV_" + bucket, "gateway must not purge the registry"},
+		{RoleGateway, false, "$JS.API.STREAM.CREATE.KV_" + bucket, "gateway binds to the registry, never creates it"},
+		{RoleGateway, false, "$JS.API.STREAM.UPDATE.KV_" + bucket, "gateway must not reconfigure the registry"},
 		{RoleGateway, true, proto.GenSubject(authModel), "gateway must not take requests"},
 		{RoleGateway, true, InboxPrefix(RoleRouter) + ".>", "router's replies"},
 		{RoleGateway, true, card, "gateway must not read batches"},
@@ -360,6 +362,8 @@ func TestAuthForbidden(t *testing.T) {
 		{RoleRouter, false, kv + "card.c0", "router must not forge leases"},
 		{RoleRouter, false, proto.CardSubject("other", "c0"), "another model"},
 		{RoleRouter, false, "$JS.API.STREAM.DELETE.KV_" + bucket, "router must not delete the registry"},
+		{RoleRouter, false, "$JS.API.STREAM.CREATE.KV_" + bucket, "router binds to the registry, never creates it"},
+		{RoleRouter, false, "$JS.API.STREAM.UPDATE.KV_" + bucket, "router must not reconfigure the registry"},
 		{RoleRouter, true, card, "router must not serve cards"},
 		{RoleRouter, true, InboxPrefix(RoleGateway) + ".>", "gateway's replies"},
 		{RoleRouter, true, InboxPrefix(RoleExpertd) + ".>", "expertd's replies"},
@@ -381,6 +385,62 @@ func TestAuthForbidden(t *testing.T) {
 			v.wait(t, tc.subject)
 		})
 	}
+}
+
+// TestAuthReaderWaitsForBucket: a gateway or router (no right to create streams) opening
+// the registry of a model no expertd has created yet waits for it until its deadline,
+// then fails naming the bucket and the way out; one still waiting when an expertd
+// creates the bucket binds to it.
+func TestAuthReaderWaitsForBucket(t *testing.T) {
+	cfg, err := NewAuthConfig(authPasswords(), authModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := startAuthServer(t, cfg)
+	bucket := proto.Bucket(authModel)
+	gw, _ := roleConn(t, url, RoleGateway)
+	start := time.Now()
+	_, err = OpenRegistry(timeout(t, time.Second), gw, authModel, 0)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) ||
+		!strings.Contains(err.Error(), "registry bucket "+bucket+" does not exist yet: start an expertd") ||
+		!strings.Contains(err.Error(), "$JS.API.STREAM.CREATE.KV_"+bucket) {
+		t.Fatalf("gateway opening a missing registry: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("gave up after %v, deadline 1s", d)
+	}
+	t.Logf("%v", err)
+
+	rt, _ := roleConn(t, url, RoleRouter)
+	opened := make(chan error, 1)
+	octx := timeout(t, 20*time.Second)
+	go func() {
+		reg, err := OpenRegistry(octx, rt, authModel, 0)
+		if err == nil && reg.Bucket() != bucket {
+			err = fmt.Errorf("bound to %s", reg.Bucket())
+		}
+		opened <- err
+	}()
+	// The router has tried to create the bucket and been refused: it is waiting.
+	waitFor(t, 10*time.Second, func() error {
+		if err := rt.LastError(); err == nil || !strings.Contains(err.Error(), "STREAM.CREATE.KV_"+bucket) {
+			return fmt.Errorf("router's last error %v", err)
+		}
+		return nil
+	})
+	ex, _ := roleConn(t, url, RoleExpertd)
+	if _, err := OpenRegistry(timeout(t, 5*time.Second), ex, authModel, 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatalf("router waiting for the bucket: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("router did not bind to the bucket within 15s of its creation")
+	}
+	clean(t, ex)
 }
 
 func TestAuthAdminAndWildcard(t *testing.T) {
@@ -472,9 +532,11 @@ func TestAuthPermissionsShape(t *testing.T) {
 		pub, sub, notPub []string
 		responses        bool
 	}{
-		{RoleGateway, []string{"a"}, []string{"moe.v1.a.gen", "moe.v1.a.cancel.*"}, []string{"_INBOX_gateway.>"}, []string{"moe.v1.a.card.*"}, false},
-		{RoleRouter, []string{"a", "b"}, []string{"moe.v1.a.card.*", "moe.v1.b.card.*", "$KV.moemesh_b.assign.>"}, []string{"moe.v1.b.gen"}, []string{"$KV.moemesh_a.card.>"}, true},
-		{RoleExpertd, nil, []string{"$KV.*.card.>", "$JS.FC.*.>"}, []string{"moe.v1.*.card.*"}, []string{"moe.v1.*.gen"}, true},
+		{RoleGateway, []string{"a"}, []string{"moe.v1.a.gen", "moe.v1.a.cancel.*", "$JS.API.STREAM.INFO.KV_moemesh_a"}, []string{"_INBOX_gateway.>"},
+			[]string{"moe.v1.a.card.*", "$JS.API.STREAM.CREATE.KV_moemesh_a", "$JS.API.STREAM.UPDATE.KV_moemesh_a"}, false},
+		{RoleRouter, []string{"a", "b"}, []string{"moe.v1.a.card.*", "moe.v1.b.card.*", "$KV.moemesh_b.assign.>", "$JS.API.STREAM.INFO.KV_moemesh_b"}, []string{"moe.v1.b.gen"},
+			[]string{"$KV.moemesh_a.card.>", "$JS.API.STREAM.CREATE.KV_moemesh_b", "$JS.API.STREAM.UPDATE.KV_moemesh_b"}, true},
+		{RoleExpertd, nil, []string{"$KV.*.card.>", "$JS.FC.*.>", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*"}, []string{"moe.v1.*.card.*"}, []string{"moe.v1.*.gen"}, true},
 		{RoleAdmin, []string{"a"}, []string{">"}, []string{">"}, nil, false},
 	} {
 		t.Run(string(tc.role), func(t *testing.T) {

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -26,6 +28,13 @@ const (
 	// A watcher whose consumer is recreated after a gap resumes from its last sequence and
 	// must still find the markers of what was removed meanwhile; minutes is ample.
 	markerTTL = 5 * time.Minute
+	// ClusterLeaseFloor is the shortest lease a replicated registry (WithReplicas above 1)
+	// writes. When the node leading the bucket's stream dies, the stream accepts no write
+	// until a JetStream election ends (4 to 9 s), and the new leader then expires at once
+	// every lease older than its TTL: with shorter leases every card would vanish from the
+	// mesh after such an election, all daemons alive (TestChaosNATSCluster). A dead daemon
+	// is still noticed at once by the requests it fails; only its lease stays longer.
+	ClusterLeaseFloor = 12 * time.Second
 	// opTimeout bounds registry calls whose ctx has no deadline.
 	opTimeout = 5 * time.Second
 	// drainTimeout bounds the wait for a stopped KV watcher to close its channel.
@@ -52,7 +61,8 @@ var (
 // leaves a marker when a lease lapses, which watchers see as a purge.
 //
 // The bucket is file-backed so that leases survive a restart of a server that keeps its
-// store; if the bucket disappears anyway, PutCard and WatchCards recreate it.
+// store; if the bucket disappears anyway, PutCard and WatchCards recreate it (WatchCards
+// only where its user may create streams; see OpenRegistry).
 type Registry struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
@@ -63,6 +73,10 @@ type Registry struct {
 	ttl       time.Duration
 	log       *slog.Logger
 	watchers  sync.WaitGroup // running watch goroutines
+	// createDenied: the server refused this user the stream create (a reader without the
+	// right); from then on the reader only looks the bucket up.
+	createDenied atomic.Bool
+	replicas     atomic.Int32 // the bucket's replicas, as a writer last created or updated it
 }
 
 // RegistryOption configures OpenRegistry.
@@ -80,7 +94,9 @@ func WithLogger(l *slog.Logger) RegistryOption {
 
 // WithReplicas sets how many servers of a NATS cluster hold the bucket (JetStream
 // replicas; 1 = the default, 3 for a registry that survives the loss of a node). A
-// standalone server accepts only 1.
+// standalone server accepts only 1. Only writers (OpenRegistry with a lease TTL) apply it,
+// to a new bucket or as an update; a writer without it keeps the bucket's replicas. The
+// leases of a replicated registry last at least ClusterLeaseFloor.
 func WithReplicas(n int) RegistryOption {
 	return func(r *Registry) {
 		if n > 0 {
@@ -89,10 +105,17 @@ func WithReplicas(n int) RegistryOption {
 	}
 }
 
-// OpenRegistry creates or updates the bucket of model and returns its registry. ttl is the
-// lifetime of the leases PutCard writes (about 3 heartbeats); JetStream counts message TTLs
-// in whole seconds, so it is rounded up to them (at least 1 s). A ttl of 0 opens the registry
-// for reading only (routers watch leases and write none); PutCard then refuses.
+// OpenRegistry opens the bucket of model and returns its registry. ttl is the lifetime of
+// the leases PutCard writes (about 3 heartbeats); JetStream counts message TTLs in whole
+// seconds, so it is rounded up to them (at least 1 s).
+//
+// A writer (ttl > 0: expertd) creates the bucket or updates its configuration, which needs
+// the right to create and update the stream. A ttl of 0 opens the registry for reading
+// leases (gateway, router, status; the controller too, which writes assignments and the
+// leader key to an existing bucket): PutCard then refuses, and the bucket is bound as it
+// is. A reader creates a missing bucket only if its NATS user may (no authorization, or
+// the admin); one that may not waits for a writer to create it, until ctx's deadline
+// (opTimeout when it has none). So readers need no right to change a stream.
 func OpenRegistry(ctx context.Context, nc *nats.Conn, model string, ttl time.Duration, opts ...RegistryOption) (*Registry, error) {
 	if ttl < 0 {
 		return nil, fmt.Errorf("mesh: registry of %s: lease TTL %v is negative", model, ttl)
@@ -120,7 +143,7 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, model string, ttl time.Dur
 	for _, o := range opts {
 		o(r)
 	}
-	if r.kv, err = r.createBucket(ctx); err != nil {
+	if r.kv, err = r.openBucket(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -129,17 +152,146 @@ func OpenRegistry(ctx context.Context, nc *nats.Conn, model string, ttl time.Dur
 // Bucket is the registry's KV bucket name.
 func (r *Registry) Bucket() string { return r.cfg.Bucket }
 
-// LeaseTTL is the lifetime of the leases PutCard writes.
-func (r *Registry) LeaseTTL() time.Duration { return r.ttl }
+// LeaseTTL is the lifetime of the leases PutCard writes: the ttl of OpenRegistry, raised
+// to ClusterLeaseFloor when the bucket is replicated.
+func (r *Registry) LeaseTTL() time.Duration {
+	if r.ttl > 0 && r.replicas.Load() > 1 {
+		return max(r.ttl, ClusterLeaseFloor)
+	}
+	return r.ttl
+}
 
-func (r *Registry) createBucket(ctx context.Context) (jetstream.KeyValue, error) {
+// createAttempt bounds one stream create by a reader. The server drops a publish it
+// refuses for want of permission, so such a create gets no reply and only a timeout ends
+// it; the refusal itself reaches the connection as an asynchronous error (see refused).
+const createAttempt = 2 * time.Second
+
+// openBucket opens the bucket as OpenRegistry describes: a writer creates or updates it, a
+// reader binds to it.
+func (r *Registry) openBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	ctx, cancel := withDefaultDeadline(ctx)
 	defer cancel()
-	kv, err := r.js.CreateOrUpdateKeyValue(ctx, r.cfg)
-	if err != nil {
-		return nil, fmt.Errorf("mesh: registry bucket %s: %w", r.cfg.Bucket, err)
+	if r.ttl > 0 {
+		return r.createOrUpdate(ctx)
 	}
+	return r.bind(ctx)
+}
+
+// createOrUpdate creates the bucket or brings its configuration up to date.
+func (r *Registry) createOrUpdate(ctx context.Context) (jetstream.KeyValue, error) {
+	cfg := r.cfg
+	s, err := r.js.Stream(ctx, r.stream)
+	switch {
+	case err == nil:
+		have := s.CachedInfo().Config.Replicas
+		if cfg.Replicas == 0 {
+			// A writer started without WithReplicas must not scale an R3 registry down to 1.
+			cfg.Replicas = have
+		} else if cfg.Replicas != have {
+			r.log.Info("changing the registry bucket's replicas", "bucket", cfg.Bucket, "from", have, "to", cfg.Replicas)
+		}
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	default:
+		return nil, r.bucketErr(fmt.Errorf("looking the bucket up: %w", err), "STREAM.INFO")
+	}
+	kv, err := r.js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if cfg.Replicas > 1 && errors.As(err, &apiErr) {
+			return nil, fmt.Errorf("mesh: registry bucket %s with %d replicas: %w (more than 1 needs a NATS cluster with JetStream on at least as many servers)",
+				cfg.Bucket, cfg.Replicas, err)
+		}
+		return nil, r.bucketErr(err, "STREAM.UPDATE", "STREAM.CREATE")
+	}
+	r.replicas.Store(int32(max(cfg.Replicas, 1)))
 	return kv, nil
+}
+
+// bind looks the bucket up until it exists or ctx is done. A missing bucket is created if
+// the server lets this user; if it refuses, bind waits for a writer to create it.
+func (r *Registry) bind(ctx context.Context) (jetstream.KeyValue, error) {
+	bo := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(50*time.Millisecond),
+		backoff.WithMaxInterval(time.Second),
+		backoff.WithMaxElapsedTime(0))
+	var last error
+	for {
+		kv, err := r.js.KeyValue(ctx, r.cfg.Bucket)
+		switch {
+		case err == nil:
+			return kv, nil
+		case errors.Is(err, jetstream.ErrBadBucket), errors.Is(err, jetstream.ErrInvalidBucketName),
+			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+			return nil, fmt.Errorf("mesh: registry bucket %s: %w", r.cfg.Bucket, err) // waiting will not help
+		case !errors.Is(err, jetstream.ErrBucketNotFound):
+			// Not found is the only answer that says the bucket is missing; the rest (no
+			// JetStream meta leader yet in a forming cluster, a timeout) may pass.
+			if perr := r.refused("STREAM.INFO"); perr != nil {
+				return nil, r.bucketErr(err, "STREAM.INFO")
+			}
+			last = fmt.Errorf("looking the bucket up: %w", err)
+		case r.createDenied.Load():
+			last = jetstream.ErrBucketNotFound
+		default:
+			if kv, err = r.tryCreate(ctx); err == nil {
+				return kv, nil
+			}
+			last = err
+		}
+		t := time.NewTimer(bo.NextBackOff())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if r.createDenied.Load() {
+				return nil, fmt.Errorf("mesh: registry bucket %s does not exist yet: start an expertd (which creates it) or grant this NATS user $JS.API.STREAM.CREATE.%s: %w",
+					r.cfg.Bucket, r.stream, ctx.Err())
+			}
+			return nil, fmt.Errorf("mesh: registry bucket %s: %w (last: %w)", r.cfg.Bucket, ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+}
+
+// tryCreate makes one attempt at creating the missing bucket with the reader's config.
+func (r *Registry) tryCreate(ctx context.Context) (jetstream.KeyValue, error) {
+	cctx, cancel := context.WithTimeout(ctx, createAttempt)
+	defer cancel()
+	kv, err := r.js.CreateKeyValue(cctx, r.cfg)
+	if err == nil {
+		return kv, nil
+	}
+	if perr := r.refused("STREAM.CREATE"); perr != nil {
+		if !r.createDenied.Swap(true) {
+			r.log.Info("registry bucket missing, and this NATS user may not create it: waiting for an expertd to",
+				"bucket", r.cfg.Bucket)
+		}
+		return nil, perr
+	}
+	// ErrBucketExists included: another service created it meanwhile (perhaps with
+	// another config); the next lookup binds it.
+	return nil, fmt.Errorf("creating the bucket: %w", err)
+}
+
+// refused returns the connection's last error if it is the server refusing this user a
+// publish to the bucket's JetStream API call op (e.g. "STREAM.CREATE"), else nil. A
+// refused request gets no reply; this is how to tell a missing right from a slow server.
+func (r *Registry) refused(op string) error {
+	err := r.nc.LastError()
+	if err != nil && errors.Is(err, nats.ErrPermissionViolation) &&
+		strings.Contains(err.Error(), `"$JS.API.`+op+"."+r.stream+`"`) {
+		return err
+	}
+	return nil
+}
+
+// bucketErr wraps err, naming the right to grant when the server refused one of ops.
+func (r *Registry) bucketErr(err error, ops ...string) error {
+	for _, op := range ops {
+		if perr := r.refused(op); perr != nil {
+			return fmt.Errorf("mesh: registry bucket %s: %w: grant this NATS user $JS.API.%s.%s (%w)", r.cfg.Bucket, perr, op, r.stream, err)
+		}
+	}
+	return fmt.Errorf("mesh: registry bucket %s: %w", r.cfg.Bucket, err)
 }
 
 // PutCard validates st and writes it as the card's lease, alive for LeaseTTL from now.
@@ -164,7 +316,7 @@ func (r *Registry) PutCard(ctx context.Context, st *proto.CardStatus) error {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		// No stream took the message: the bucket is gone (a server restarted without its
 		// store). Recreate it and try once more.
-		if _, cerr := r.createBucket(ctx); cerr != nil {
+		if _, cerr := r.openBucket(ctx); cerr != nil {
 			return fmt.Errorf("mesh: lease %s: %w (recreating the bucket: %w)", key, err, cerr)
 		}
 		err = r.putLease(ctx, key, data)
@@ -180,7 +332,7 @@ func (r *Registry) PutCard(ctx context.Context, st *proto.CardStatus) error {
 func (r *Registry) putLease(ctx context.Context, key string, data []byte) error {
 	m := nats.NewMsg(r.putPrefix + key)
 	m.Data = data
-	_, err := r.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(r.ttl), jetstream.WithExpectStream(r.stream))
+	_, err := r.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(r.LeaseTTL()), jetstream.WithExpectStream(r.stream))
 	return err
 }
 
@@ -361,7 +513,7 @@ func (w *keyWatch) run(ctx context.Context) {
 // was complete.
 func (w *keyWatch) generation(ctx context.Context, gen int, reconnected <-chan nats.Status) (synced bool, err error) {
 	if gen > 0 {
-		if _, err := w.r.createBucket(ctx); err != nil {
+		if _, err := w.r.openBucket(ctx); err != nil {
 			return false, err
 		}
 	}

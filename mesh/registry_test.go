@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -398,5 +399,134 @@ func TestRegistryReadOnly(t *testing.T) {
 	}
 	if _, err := OpenRegistry(timeout(t, 5*time.Second), connect(t, s.ClientURL()), "ro", -time.Second); err == nil {
 		t.Fatal("negative TTL accepted")
+	}
+}
+
+// TestRegistryReplicasStandalone: asking a single server for a replicated registry fails
+// clearly instead of with the bare JetStream error.
+func TestRegistryReplicasStandalone(t *testing.T) {
+	s := startServer(t, ServerConfig{})
+	_, err := OpenRegistry(timeout(t, 5*time.Second), connect(t, s.ClientURL()), "r3", 30*time.Second, WithReplicas(3))
+	if err == nil || !strings.Contains(err.Error(), "3 replicas") || !strings.Contains(err.Error(), "NATS cluster") {
+		t.Fatalf("R3 registry on a standalone server: %v", err)
+	}
+	t.Logf("%v", err)
+}
+
+// TestRegistryReplicasCluster: on a 3-node cluster a writer scales an existing R1 registry
+// to R3 (keeping its leases), a writer without WithReplicas keeps R3 rather than scaling
+// it back down, and a reader binds to it whatever it asks.
+func TestRegistryReplicasCluster(t *testing.T) {
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var urls []string
+	for i, p := range ports {
+		s := startServer(t, ServerConfig{Name: fmt.Sprint("n", i), ClusterName: "reg", ClusterPort: p, Routes: routes})
+		urls = append(urls, s.ClientURL())
+	}
+	nc := connect(t, strings.Join(urls, ","))
+	replicas := func() int {
+		t.Helper()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := js.Stream(timeout(t, 5*time.Second), "KV_"+proto.Bucket("rep"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.Replicas
+	}
+	// The cluster is formed once its JetStream meta group places an R1 stream.
+	var r1 *Registry
+	waitFor(t, 30*time.Second, func() error {
+		var err error
+		r1, err = OpenRegistry(timeout(t, 5*time.Second), nc, "rep", 30*time.Second, WithLogger(slog.New(slog.DiscardHandler)))
+		return err
+	})
+	if got := replicas(); got != 1 || r1.LeaseTTL() != 30*time.Second {
+		t.Fatalf("replicas %d, lease TTL %v: want 1, 30s", got, r1.LeaseTTL())
+	}
+	if err := r1.PutCard(timeout(t, 5*time.Second), card("c0", 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		ttl   time.Duration
+		opts  []RegistryOption
+		want  int
+		lease time.Duration // LeaseTTL
+	}{
+		{"writer scales up", 3 * time.Second, []RegistryOption{WithReplicas(3)}, 3, ClusterLeaseFloor},
+		{"writer without replicas keeps them", 3 * time.Second, nil, 3, ClusterLeaseFloor},
+		{"reader binds as it is", 0, []RegistryOption{WithReplicas(1)}, 3, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := OpenRegistry(timeout(t, 15*time.Second), connect(t, urls[0]), "rep", tc.ttl, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := replicas(); got != tc.want {
+				t.Fatalf("replicas %d, want %d", got, tc.want)
+			}
+			if got := r.LeaseTTL(); got != tc.lease {
+				t.Fatalf("lease TTL %v, want %v", got, tc.lease)
+			}
+			cards, err := r.Cards(timeout(t, 5*time.Second))
+			if err != nil || len(cards) != 1 || cards[0].Card != "c0" {
+				t.Fatalf("leases: %+v, %v", cards, err)
+			}
+		})
+	}
+}
+
+// TestRegistryBindErrors: a reader gives up at once where waiting cannot help (a stream of
+// the bucket's name that is no KV bucket), and at its deadline, with the last answer, where
+// it might (a server without JetStream answers as one whose JetStream is not up yet).
+func TestRegistryBindErrors(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready within 10s")
+	}
+	s := startServer(t, ServerConfig{})
+	js, err := jetstream.New(connect(t, s.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(timeout(t, 5*time.Second), jetstream.StreamConfig{Name: "KV_" + proto.Bucket("bad"), Subjects: []string{"bad.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, url, model string
+		wait             time.Duration // the caller's deadline
+		want             []error
+		within           time.Duration
+	}{
+		{"not a KV bucket", s.ClientURL(), "bad", 10 * time.Second, []error{jetstream.ErrBadBucket}, 3 * time.Second},
+		{"no JetStream", ns.ClientURL(), "m", time.Second, []error{context.DeadlineExceeded, nats.ErrNoResponders}, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := OpenRegistry(timeout(t, tc.wait), connect(t, tc.url), tc.model, 0)
+			for _, want := range tc.want {
+				if !errors.Is(err, want) {
+					t.Fatalf("err = %v, want %v", err, want)
+				}
+			}
+			if !strings.Contains(fmt.Sprint(err), proto.Bucket(tc.model)) {
+				t.Fatalf("err = %v does not name the bucket", err)
+			}
+			if d := time.Since(start); d > tc.within {
+				t.Fatalf("gave up after %v, want within %v", d, tc.within)
+			}
+		})
 	}
 }

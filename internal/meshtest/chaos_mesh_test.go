@@ -92,6 +92,7 @@ type chaosMesh struct {
 	cfg      *model.Config
 	deadline time.Duration // per request
 	metrics  string        // the router's /metrics address
+	prompts  int           // > 0: the load cycles through this many prompts (see startLoad)
 }
 
 // newChaosMesh starts the server, the router with the controller and one empty daemon
@@ -241,9 +242,11 @@ func (m *chaosMesh) soleHolder(leases map[string]proto.CardStatus, card string) 
 // outcome is one streamed generation as the client saw it.
 type outcome struct {
 	id         string
+	i          int // the prompt's index (see generate): one index, one prompt
 	start, end time.Time
 	times      []time.Time // arrival of each token event
 	tokens     int
+	toks       []int32 // the tokens streamed
 	last       proto.TokenEvent
 	failure    error // the client's own failure: no accept, gap, idle, ...
 }
@@ -255,9 +258,10 @@ func (o *outcome) err() error {
 	return o.last.Err()
 }
 
-// generate streams one request of n tokens; idle bounds the wait for each event.
+// generate streams one request of n tokens for prompt index i; idle bounds the wait for
+// each event.
 func (m *chaosMesh) generate(ctx context.Context, id string, i, n int, idle time.Duration, onEvent func(*proto.TokenEvent)) *outcome {
-	o := &outcome{id: id, start: time.Now()}
+	o := &outcome{id: id, i: i, start: time.Now()}
 	defer func() { o.end = time.Now() }()
 	req := &proto.GenerateRequest{V: proto.Version, ID: id, Tenant: "t", Prompt: proto.I32s{int32(3 + i%50), int32(40 + 7*(i%30)), 100},
 		MaxTokens: int32(n), IgnoreEOS: true, Inbox: m.nc.NewRespInbox(), Deadline: time.Now().Add(m.deadline).UnixNano()}
@@ -301,6 +305,7 @@ func (m *chaosMesh) generate(ctx context.Context, id string, i, n int, idle time
 			}
 			o.times = append(o.times, time.Now())
 			o.tokens += len(ev.Tokens)
+			o.toks = append(o.toks, ev.Tokens...)
 			if onEvent != nil {
 				onEvent(&ev)
 			}
@@ -343,7 +348,13 @@ func (m *chaosMesh) startLoad(workers, tokens int, idle time.Duration) *load {
 				l.mu.Lock()
 				l.running[id] = time.Now()
 				l.mu.Unlock()
-				o := m.generate(context.Background(), id, w*1000+i, tokens, idle, nil)
+				idx := w*1000 + i
+				if m.prompts > 0 {
+					// Few prompts, each asked many times: every answer can be checked
+					// against an undisturbed run of its prompt.
+					idx %= m.prompts
+				}
+				o := m.generate(context.Background(), id, idx, tokens, idle, nil)
 				l.mu.Lock()
 				delete(l.running, id)
 				l.done = append(l.done, o)
