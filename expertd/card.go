@@ -58,13 +58,24 @@ type card struct {
 	beat   chan struct{} // closed and replaced after each lease written (see beaten); guarded by mu
 	beats  int64         // leases written; guarded by mu
 
-	// Worker scratch.
+	// Worker scratch, reused by every group so that the steady state allocates nothing of
+	// the card's own: the merged batch, the output, one result to encode, one reply body
+	// per batch of the group (a body must stay intact until the group is done: a responder
+	// may hold it, as tests do; NATS copies it while publishing), and the group's splits.
 	x       []float32
 	rowPtr  []int32
 	ex      []int32
 	w       []float32
 	out     []float32
-	results map[*job][]float32
+	res     proto.ExpertResult
+	bodies  [][]byte
+	nbodies int
+	live    []*job
+	part    []*job
+	rest    []*job
+
+	// free holds answered jobs for handle to reuse, with their decoded batch and rows.
+	free chan *job
 }
 
 func newCard(id, device string, dev ascend.Card, mcfg *model.Config, cfg Config) *card {
@@ -74,6 +85,7 @@ func newCard(id, device string, dev ascend.Card, mcfg *model.Config, cfg Config)
 		set:      model.NewExpertSet(ops, mcfg.Hidden, mcfg.ExpertIntermediate, mcfg.SwiGLULimit),
 		experts:  mcfg.Experts,
 		jobs:     make(chan *job, cfg.QueueDepth),
+		free:     make(chan *job, cfg.QueueDepth+cfg.MaxCoalesce+1),
 		log:      cfg.Logger.With("card", id),
 		maxMerge: cfg.MaxCoalesce,
 		lastAt:   time.Now(),
@@ -86,37 +98,37 @@ func (c *card) close() error {
 	return errors.Join(c.set.Close(), c.dev.Close())
 }
 
+// newJob takes an answered job for reuse, or makes one.
+func (c *card) newJob(req micro.Request) *job {
+	select {
+	case j := <-c.free:
+		j.req, j.enq, j.deadline, j.tenants = req, time.Now(), time.Time{}, nil
+		return j
+	default:
+		return &job{req: req, enq: time.Now()}
+	}
+}
+
+// recycle hands back a job that was answered and that nothing references any more.
+func (c *card) recycle(j *job) {
+	if j.op != nil {
+		return // ops belong to card.do's caller
+	}
+	j.req, j.tenants = nil, nil
+	select {
+	case c.free <- j:
+	default:
+	}
+}
+
 // handle runs on the endpoint's goroutine: decode and check here, so decoding overlaps
-// the worker's compute, then queue.
+// the worker's compute, then queue. The batch and its rows are decoded into a reused job
+// and copied out of the message, which the handler must not keep.
 func (c *card) handle(req micro.Request) {
 	req = c.traced(req)
-	j := &job{req: req, enq: time.Now()}
-	if err := proto.DecodeExpertBatch(req.Data(), &j.b, c.experts); err != nil {
-		mesh.RespondError(req, err)
-		return
-	}
-	if dl := req.Headers().Get(proto.HeaderDeadline); dl != "" {
-		ns, err := strconv.ParseInt(dl, 10, 64)
-		if err != nil {
-			mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "header %s: %q is not unix nanoseconds", proto.HeaderDeadline, dl))
-			return
-		}
-		j.deadline = time.Unix(0, ns)
-	}
-	if t := req.Headers().Get(proto.HeaderTenant); t != "" {
-		var err error
-		if j.tenants, err = proto.ParseTenantPairs(t); err != nil {
-			mesh.RespondError(req, err)
-			return
-		}
-	}
-	if int(j.b.X.Shape[1]) != c.set.Hidden() {
-		mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "rows of width %d, the model's hidden size is %d", j.b.X.Shape[1], c.set.Hidden()))
-		return
-	}
-	var err error
-	if j.x, err = j.b.X.F32(nil); err != nil {
-		mesh.RespondError(req, err)
+	j := c.newJob(req)
+	if !c.decode(j) {
+		c.recycle(j)
 		return
 	}
 	c.inflight.Add(1)
@@ -125,7 +137,42 @@ func (c *card) handle(req micro.Request) {
 	default:
 		c.inflight.Add(-1)
 		mesh.RespondError(req, proto.Errorf(proto.CodeUnavailable, "card %s queue full (%d batches)", c.id, cap(c.jobs)))
+		c.recycle(j)
 	}
+}
+
+// decode fills j from its request, answering the request with the error when it fails.
+func (c *card) decode(j *job) bool {
+	req := j.req
+	if err := proto.DecodeExpertBatch(req.Data(), &j.b, c.experts); err != nil {
+		mesh.RespondError(req, err)
+		return false
+	}
+	if dl := req.Headers().Get(proto.HeaderDeadline); dl != "" {
+		ns, err := strconv.ParseInt(dl, 10, 64)
+		if err != nil {
+			mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "header %s: %q is not unix nanoseconds", proto.HeaderDeadline, dl))
+			return false
+		}
+		j.deadline = time.Unix(0, ns)
+	}
+	if t := req.Headers().Get(proto.HeaderTenant); t != "" {
+		var err error
+		if j.tenants, err = proto.ParseTenantPairs(t); err != nil {
+			mesh.RespondError(req, err)
+			return false
+		}
+	}
+	if int(j.b.X.Shape[1]) != c.set.Hidden() {
+		mesh.RespondError(req, proto.Errorf(proto.CodeBadRequest, "rows of width %d, the model's hidden size is %d", j.b.X.Shape[1], c.set.Hidden()))
+		return false
+	}
+	var err error
+	if j.x, err = j.b.X.F32(j.x); err != nil {
+		mesh.RespondError(req, err)
+		return false
+	}
+	return true
 }
 
 // work owns the device: it takes queued batches, merges those that arrived together into
@@ -144,6 +191,7 @@ func (c *card) work(ctx context.Context) {
 						continue
 					}
 					c.fail(j, proto.Errorf(proto.CodeUnavailable, "card %s is shutting down", c.id))
+					c.recycle(j)
 				default:
 					return
 				}
@@ -181,10 +229,17 @@ func (c *card) fail(j *job, err error) {
 	c.inflight.Add(-1)
 }
 
-// runGroup splits the group by (layer, mode) and runs each part as one computation.
+// runGroup splits the group by (layer, mode) and runs each part as one computation. Every
+// job of the group is answered when it returns, and handed back for reuse.
 func (c *card) runGroup(group []*job) {
+	defer func() {
+		for _, j := range group {
+			c.recycle(j)
+		}
+	}()
 	now := time.Now()
-	var live []*job
+	c.nbodies = 0
+	live := c.live[:0]
 	for _, j := range group {
 		switch {
 		case !j.deadline.IsZero() && now.After(j.deadline):
@@ -195,9 +250,10 @@ func (c *card) runGroup(group []*job) {
 			live = append(live, j)
 		}
 	}
+	part, rest := c.part, c.rest
 	for len(live) > 0 {
 		first := live[0]
-		var part, rest []*job
+		part, rest = part[:0], rest[:0]
 		for _, j := range live {
 			if j.b.Layer == first.b.Layer && j.b.Mode == first.b.Mode {
 				part = append(part, j)
@@ -206,8 +262,12 @@ func (c *card) runGroup(group []*job) {
 			}
 		}
 		c.runPart(part, now)
-		live = rest
+		live, rest = rest, live
 	}
+	c.live, c.part, c.rest = live[:0], part[:0], rest[:0]
+	clear(c.live[:cap(c.live)]) // drop references to answered jobs
+	clear(c.part[:cap(c.part)])
+	clear(c.rest[:cap(c.rest)])
 }
 
 func (c *card) holds(j *job) bool {
@@ -272,23 +332,32 @@ func (c *card) runPart(part []*job, dequeued time.Time) {
 		if pairs {
 			n = len(j.b.Experts)
 		}
-		res := proto.ExpertResult{V: proto.Version, Layer: j.b.Layer,
-			QueueNanos: int64(dequeued.Sub(j.enq)), ComputeNanos: int64(compute)}
+		res := &c.res
+		res.V, res.Layer = proto.Version, j.b.Layer
+		res.QueueNanos, res.ComputeNanos = int64(dequeued.Sub(j.enq)), int64(compute)
 		err := res.Y.SetF32(j.b.OutDType, out[off*h:(off+n)*h], int64(n), int64(h))
 		off += n
-		var data []byte
-		if err == nil {
-			data, err = proto.Marshal(&res)
-		}
 		if err != nil {
 			c.fail(j, err)
 			continue
 		}
+		data := c.body(res)
 		if err := j.req.Respond(data); err != nil {
 			c.log.Warn("reply failed", "err", err)
 		}
 		c.inflight.Add(-1)
 	}
+}
+
+// body encodes res into the group's next reply buffer.
+func (c *card) body(res *proto.ExpertResult) []byte {
+	if c.nbodies == len(c.bodies) {
+		c.bodies = append(c.bodies, nil)
+	}
+	b := proto.AppendExpertResult(c.bodies[c.nbodies][:0], res)
+	c.bodies[c.nbodies] = b
+	c.nbodies++
+	return b
 }
 
 // account adds the computed batches' pairs to their tenants.
@@ -414,7 +483,9 @@ func (r *tracedReq) Error(code, description string, data []byte, opts ...micro.R
 // at detail layer or deeper (the level travels in the baggage); else req comes back as is.
 func (c *card) traced(req micro.Request) micro.Request {
 	h := req.Headers()
-	if len(h) == 0 || tracing.HeaderCarrier(h).Get("traceparent") == "" {
+	// Looked up directly: the carrier's Get canonicalises a missing key, an allocation for
+	// every untraced batch.
+	if len(h["traceparent"]) == 0 && len(h["Traceparent"]) == 0 {
 		return req
 	}
 	ctx := tracing.Extract(context.Background(), h)

@@ -230,13 +230,20 @@ func Marshal(v any) ([]byte, error) {
 // unmarshal decodes data into v, requiring that all bytes are used, and turns any failure
 // (including a panic deep in the decoder) into an ErrDecode error.
 func unmarshal(data []byte, v any) (err error) {
+	dec := msgpack.GetDecoder()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: %T: %v", ErrDecode, v, r)
 		}
+		// Only a decoder that succeeded goes back to the pool. A read that fails on a
+		// string or bin longer than the body leaves the decoder holding the buffer msgpack
+		// grew for it (readNGrow), a quarter larger each time: pooled, a few dozen 9-byte
+		// bad messages grew it past a gigabyte and one decode took seconds (found by
+		// fuzzing; TestDecodeFailuresDoNotGrowMemory).
+		if err == nil {
+			msgpack.PutDecoder(dec)
+		}
 	}()
-	dec := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(dec)
 	rd := bytes.NewReader(data)
 	dec.Reset(rd)
 	if err := dec.Decode(v); err != nil {
@@ -249,17 +256,28 @@ func unmarshal(data []byte, v any) (err error) {
 }
 
 // DecodeExpertBatch decodes and validates a batch (experts: see ExpertBatch.Validate).
+// It reuses b's slices, so decoding into the same b again allocates nothing once they are
+// large enough; b holds no reference to data afterwards.
 func DecodeExpertBatch(data []byte, b *ExpertBatch, experts int) error {
-	if err := unmarshal(data, b); err != nil {
-		return err
+	if !decodeBatchFast(data, b) {
+		// Into a zeroed value: a body with fewer fields (another version) must not leave
+		// fields of the batch b held before.
+		*b = ExpertBatch{}
+		if err := unmarshal(data, b); err != nil {
+			return err
+		}
 	}
 	return b.Validate(experts)
 }
 
-// DecodeExpertResult decodes a result and validates it against the batch it answers.
+// DecodeExpertResult decodes a result and validates it against the batch it answers. Like
+// DecodeExpertBatch it reuses r's storage and keeps no reference to data.
 func DecodeExpertResult(data []byte, r *ExpertResult, b *ExpertBatch) error {
-	if err := unmarshal(data, r); err != nil {
-		return err
+	if !decodeResultFast(data, r) {
+		*r = ExpertResult{}
+		if err := unmarshal(data, r); err != nil {
+			return err
+		}
 	}
 	return r.Validate(b)
 }

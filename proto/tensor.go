@@ -153,24 +153,57 @@ func (t *Tensor) SetF32(dt DType, x []float32, shape ...int64) error {
 	t.DType = dt
 	t.Shape = append(t.Shape[:0], shape...)
 	if n := t.Elements(); n != int64(len(x)) {
-		return fmt.Errorf("proto: %d values for shape %v", len(x), shape)
+		// t.Shape, not shape: formatting shape would make every caller's variadic
+		// slice escape, an allocation per call.
+		return fmt.Errorf("proto: %d values for shape %v", len(x), t.Shape)
 	}
 	t.Data = grow(t.Data, len(x)*dt.Size())
+	putF32(t.Data, dt, x)
+	return nil
+}
+
+// SetRowsF32 stores the rows of x (row-major, width values each) that rows names, in that
+// order, as a [len(rows), width] tensor of dtype dt. It gathers and converts in one pass,
+// reusing t's storage: a sender need not copy the rows into a buffer of their own first.
+func (t *Tensor) SetRowsF32(dt DType, x []float32, width int, rows []int32) error {
+	if dt.Size() == 0 {
+		return fmt.Errorf("proto: dtype %d unknown", dt)
+	}
+	if width <= 0 || len(x)%width != 0 {
+		return fmt.Errorf("proto: %d values are not rows of %d", len(x), width)
+	}
+	n := len(x) / width
+	for _, r := range rows {
+		if r < 0 || int(r) >= n {
+			return fmt.Errorf("proto: row %d of %d", r, n)
+		}
+	}
+	t.DType = dt
+	t.Shape = append(t.Shape[:0], int64(len(rows)), int64(width))
+	rb := width * dt.Size()
+	t.Data = grow(t.Data, len(rows)*rb)
+	for i, r := range rows {
+		putF32(t.Data[i*rb:(i+1)*rb], dt, x[int(r)*width:int(r+1)*width])
+	}
+	return nil
+}
+
+// putF32 writes x into dst as dt (bf16/f16 round to nearest even); dst holds len(x) values.
+func putF32(dst []byte, dt DType, x []float32) {
 	switch dt {
 	case F32:
 		for i, v := range x {
-			binary.LittleEndian.PutUint32(t.Data[4*i:], math.Float32bits(v))
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
 		}
 	case BF16:
 		for i, v := range x {
-			binary.LittleEndian.PutUint16(t.Data[2*i:], f32ToBF16(v))
+			binary.LittleEndian.PutUint16(dst[2*i:], f32ToBF16(v))
 		}
 	case F16:
 		for i, v := range x {
-			binary.LittleEndian.PutUint16(t.Data[2*i:], f32ToF16(v))
+			binary.LittleEndian.PutUint16(dst[2*i:], f32ToF16(v))
 		}
 	}
-	return nil
 }
 
 // F32 converts the tensor's elements to float32 into dst (which must have Elements() room)

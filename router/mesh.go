@@ -59,7 +59,10 @@ type MeshConfig struct {
 	// ExpertMetrics caps the per-(layer, expert) series the Collector exports: 0 none,
 	// N > 0 the N most routed experts, < 0 all of them. See ParseExpertMetrics.
 	ExpertMetrics int
-	Logger        *slog.Logger
+	// RegistryReplicas: JetStream replicas of the registry bucket, should this router
+	// create it (see mesh.WithReplicas; 0: the default).
+	RegistryReplicas int
+	Logger           *slog.Logger
 }
 
 func (c *MeshConfig) defaults() error {
@@ -120,6 +123,10 @@ type Mesh struct {
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
+
+	// free holds the scratch of finished Forwards (see scratch).
+	freeMu sync.Mutex
+	free   []*scratch
 }
 
 var _ model.Experts = (*Mesh)(nil)
@@ -132,7 +139,7 @@ func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) 
 	}
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, 0) // the router reads leases, writes none
+	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, 0, mesh.WithReplicas(cfg.RegistryReplicas)) // the router reads leases, writes none
 	if err != nil {
 		return nil, fmt.Errorf("router: registry: %w", err)
 	}
@@ -212,6 +219,97 @@ type send struct {
 	// hedge, when set, answered s's slots first (on other cards): its replies count
 	// instead of s's, which are ignored.
 	hedge []*send
+
+	// Kept for the next step that reuses this send (see scratch): the encoded body, the
+	// message carrying it and the decoded reply.
+	body []byte
+	msg  *nats.Msg
+	res  proto.ExpertResult
+}
+
+// reset readies a reused send for another batch, keeping its storage.
+func (s *send) reset(c *cardState) {
+	s.card, s.err, s.hedge = c, nil, nil
+	s.slots, s.rows = s.slots[:0], s.rows[:0]
+}
+
+// scratch is what one Forward reuses from an earlier one: the step's bookkeeping and its
+// sends, each with its batch, body, message and reply storage, so that a step in steady
+// state allocates nothing of its own. A Forward takes a scratch from the mesh's free list
+// and returns it when every send of the step has finished (exchange waits for them, hedges
+// included), so two concurrent Forwards never share one. Within a step a send is handed
+// out once: a batch re-sent after a failure gets a new one while the failed one may still
+// be referenced.
+type scratch struct {
+	pending      []int32
+	failed, busy map[*cardState]bool
+	st           step
+	done         []*send
+	pairs        []float32 // pairs-mode replies in slot order
+	plan         planScratch
+	wg           sync.WaitGroup
+}
+
+// planScratch is plan's reusable state; a nil *planScratch allocates afresh (hedges and
+// tests, which plan outside a step's scratch).
+type planScratch struct {
+	chosen  []*cardState // card per expert of the layer in this plan, nil: not chosen yet
+	groups  []*send      // one per card: its slots, before splitting
+	ngroups int
+	sends   []*send // handed out in order during one Forward, never twice
+	nsends  int
+	out     []*send
+	chunks  [][]int32
+}
+
+func (p *planScratch) send(c *cardState) *send {
+	if p == nil {
+		return &send{card: c}
+	}
+	if p.nsends == len(p.sends) {
+		p.sends = append(p.sends, &send{})
+	}
+	s := p.sends[p.nsends]
+	p.nsends++
+	s.reset(c)
+	return s
+}
+
+func (p *planScratch) group(c *cardState) *send {
+	if p == nil {
+		return &send{card: c}
+	}
+	if p.ngroups == len(p.groups) {
+		p.groups = append(p.groups, &send{})
+	}
+	g := p.groups[p.ngroups]
+	p.ngroups++
+	g.reset(c)
+	return g
+}
+
+func (m *Mesh) getScratch() *scratch {
+	m.freeMu.Lock()
+	defer m.freeMu.Unlock()
+	if n := len(m.free); n > 0 {
+		sc := m.free[n-1]
+		m.free = m.free[:n-1]
+		return sc
+	}
+	return &scratch{failed: map[*cardState]bool{}, busy: map[*cardState]bool{}}
+}
+
+// putScratch returns sc once nothing of its step runs any more.
+func (m *Mesh) putScratch(sc *scratch) {
+	clear(sc.failed)
+	clear(sc.busy)
+	clear(sc.done) // no stale pointers into an old step's hedges
+	sc.done = sc.done[:0]
+	sc.st = step{}
+	sc.plan.nsends = 0
+	m.freeMu.Lock()
+	m.free = append(m.free, sc)
+	m.freeMu.Unlock()
 }
 
 // answers returns the sends whose replies hold s's slots.
@@ -230,6 +328,8 @@ type step struct {
 	r      model.Routing
 	// avoid holds the cards that failed earlier in the step; read-only during an exchange.
 	avoid map[*cardState]bool
+	// wg waits for an exchange's sends (the scratch's, so that it is not allocated per step).
+	wg *sync.WaitGroup
 }
 
 // Forward implements model.Experts.
@@ -249,16 +349,21 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.LayerTimeout)
 	defer cancel()
 
-	pending := make([]int32, len(r.Experts))
+	sc := m.getScratch()
+	defer m.putScratch(sc)
+	pending := slices.Grow(sc.pending[:0], len(r.Experts))[:len(r.Experts)]
+	sc.pending = pending
 	for i := range pending {
 		pending[i] = int32(i)
 	}
-	var done []*send
-	st := &step{layer: layer, x: x, hidden: hidden, r: r}
+	done := sc.done[:0]
+	st := &sc.st
+	*st = step{layer: layer, x: x, hidden: hidden, r: r}
 	// failed: cards that did not answer (gone or hung), skipped for the rest of the step.
 	// busy: cards that answered 503/507 (queue full, out of memory): alive, so they are
 	// avoided while another replica exists and retried after a backoff when none does.
-	failed, busy := map[*cardState]bool{}, map[*cardState]bool{}
+	failed, busy := sc.failed, sc.busy
+	st.wg = &sc.wg
 	var lastErr error
 	lost, round := 0, 0
 	var wait, backoff time.Duration
@@ -282,7 +387,7 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 			return fmt.Errorf("layer %d: %w", layer, err)
 		}
 		changed := m.tab.waitChange()
-		sends, err := m.plan(layer, x, hidden, r, pending, failed, busy)
+		sends, err := m.planInto(&sc.plan, layer, x, hidden, r, pending, failed, busy)
 		if errors.Is(err, ErrNoReplica) && m.placed(ctx) {
 			// An expert lost its last replica (a card died, the registry is refilling after a
 			// NATS restart): the controller re-places it within seconds, so the step waits for
@@ -317,7 +422,11 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		for _, s := range sends {
 			switch {
 			case s.err == nil:
-				done = append(done, s.answers()...)
+				if s.hedge != nil { // s.answers() without allocating a one-send slice
+					done = append(done, s.hedge...)
+				} else {
+					done = append(done, s)
+				}
 			case errors.Is(s.err, mesh.ErrNotConnected) && ctx.Err() == nil:
 				// Our connection dropped, not the card: send again once it is back.
 				pending = append(pending, s.slots...)
@@ -338,6 +447,7 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 				return fmt.Errorf("layer %d, card %s: %w", layer, s.card.id, s.err)
 			}
 		}
+		sc.done = done
 		if sawLost {
 			lost++
 		}
@@ -347,7 +457,7 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 			wait = backoff
 		}
 	}
-	return m.combine(done, r, hidden, out)
+	return m.combine(sc, done, r, hidden, out)
 }
 
 // placed reports whether a placement controller holds the leader lease, i.e. whether an
@@ -360,21 +470,33 @@ func (m *Mesh) placed(ctx context.Context) bool {
 // plan groups the pending slots by the card chosen for each expert: every pair of an expert
 // goes to the same replica in one step, and a token is sent once per card.
 func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending []int32, failed, busy map[*cardState]bool) ([]*send, error) {
+	return m.planInto(nil, layer, x, hidden, r, pending, failed, busy)
+}
+
+// planInto is plan with its storage taken from p (nil: allocated). The sends it returns
+// are valid until p's step ends.
+func (m *Mesh) planInto(p *planScratch, layer int, x []float32, hidden int, r model.Routing, pending []int32, failed, busy map[*cardState]bool) ([]*send, error) {
 	avoid := failed
 	if len(busy) > 0 {
 		avoid = maps.Clone(failed)
 		maps.Copy(avoid, busy)
 	}
 	slices.Sort(pending) // token order, k ascending: what CSR rows need
-	chosen := map[int32]*cardState{}
-	byCard := map[*cardState]*send{}
+	var chosen []*cardState
 	var order []*send
+	var chunks [][]int32
+	if p != nil {
+		chosen, order, chunks = p.chosen, p.out[:0], p.chunks[:0]
+		p.ngroups = 0
+	}
+	chosen = slices.Grow(chosen[:0], m.cfg.Experts)[:m.cfg.Experts]
+	clear(chosen)
 	m.rngMu.Lock()
 	defer m.rngMu.Unlock()
 	for _, s := range pending {
 		e := r.Experts[s]
-		c, ok := chosen[e]
-		if !ok {
+		c := chosen[e]
+		if c == nil {
 			k := model.ExpertKey{Layer: layer, Expert: int(e)}
 			if c = m.tab.pick(k, avoid, m.rng); c == nil && len(busy) > 0 {
 				c = m.tab.pick(k, failed, m.rng) // only busy replicas left: try one again
@@ -385,24 +507,37 @@ func (m *Mesh) plan(layer int, x []float32, hidden int, r model.Routing, pending
 			}
 			chosen[e] = c
 		}
-		sd := byCard[c]
+		// Cards per step are few: a scan beats a map and allocates nothing.
+		var sd *send
+		for _, g := range order {
+			if g.card == c {
+				sd = g
+				break
+			}
+		}
 		if sd == nil {
-			sd = &send{card: c}
-			byCard[c] = sd
+			sd = p.group(c)
 			order = append(order, sd)
 		}
 		sd.slots = append(sd.slots, s)
 	}
 	limit := m.payloadLimit()
-	var sends []*send
-	for _, sd := range order {
-		for _, chunk := range splitRows(sd.slots, r.TopK, hidden, m.cfg.Wire.Size(), limit) {
-			s := &send{card: sd.card, slots: chunk}
+	ngroups := len(order)
+	for gi := 0; gi < ngroups; gi++ {
+		sd := order[gi]
+		chunks = appendSplitRows(chunks[:0], sd.slots, r.TopK, hidden, m.cfg.Wire.Size(), limit)
+		for _, chunk := range chunks {
+			s := p.send(sd.card)
+			s.slots = append(s.slots, chunk...)
 			if err := m.fill(s, layer, x, hidden, r); err != nil {
 				return nil, err
 			}
-			sends = append(sends, s)
+			order = append(order, s)
 		}
+	}
+	sends := order[ngroups:]
+	if p != nil {
+		p.chosen, p.out, p.chunks = chosen, order, chunks
 	}
 	return sends, nil
 }
@@ -420,7 +555,11 @@ func (m *Mesh) payloadLimit() int64 {
 // splitRows cuts a card's slots (token order) into runs whose batches stay under limit
 // bytes, never splitting one token's pairs.
 func splitRows(slots []int32, topK, hidden, dsize int, limit int64) [][]int32 {
-	var out [][]int32
+	return appendSplitRows(nil, slots, topK, hidden, dsize, limit)
+}
+
+// appendSplitRows is splitRows appending the runs to out.
+func appendSplitRows(out [][]int32, slots []int32, topK, hidden, dsize int, limit int64) [][]int32 {
 	start, size := 0, int64(0)
 	for i := 0; i < len(slots); {
 		tok := slots[i] / int32(topK)
@@ -443,8 +582,9 @@ func splitRows(slots []int32, topK, hidden, dsize int, limit int64) [][]int32 {
 // exactly CSR order.
 func (m *Mesh) fill(s *send, layer int, x []float32, hidden int, r model.Routing) error {
 	b := &s.batch
-	*b = proto.ExpertBatch{V: proto.Version, Layer: int32(layer), Mode: m.cfg.Mode, OutDType: m.cfg.Wire, RowPtr: proto.I32s{0}}
-	rowsX := make([]float32, 0, len(s.slots)*hidden)
+	b.V, b.Layer, b.Mode, b.OutDType = proto.Version, int32(layer), m.cfg.Mode, m.cfg.Wire
+	b.RowPtr, b.Experts, b.Weights = append(b.RowPtr[:0], 0), b.Experts[:0], b.Weights[:0]
+	s.rows = s.rows[:0]
 	last := int32(-1)
 	for _, sl := range s.slots {
 		tok := sl / int32(r.TopK)
@@ -453,7 +593,6 @@ func (m *Mesh) fill(s *send, layer int, x []float32, hidden int, r model.Routing
 				b.RowPtr = append(b.RowPtr, int32(len(b.Experts)))
 			}
 			s.rows = append(s.rows, tok)
-			rowsX = append(rowsX, x[int(tok)*hidden:int(tok+1)*hidden]...)
 			last = tok
 		}
 		b.Experts = append(b.Experts, r.Experts[sl])
@@ -461,16 +600,25 @@ func (m *Mesh) fill(s *send, layer int, x []float32, hidden int, r model.Routing
 	}
 	b.RowPtr = append(b.RowPtr, int32(len(b.Experts)))
 	b.Tokens = proto.I32s(s.rows)
-	return b.X.SetF32(m.cfg.Wire, rowsX, int64(len(s.rows)), int64(hidden))
+	// Rows go from x to the wire dtype in one pass: no f32 copy of them first.
+	return b.X.SetRowsF32(m.cfg.Wire, x, hidden, s.rows)
 }
 
 // exchange sends every batch concurrently and waits for all of them (each bounded by
 // ctx and the attempt timeout), hedging the slow ones when hedging is on.
 func (m *Mesh) exchange(ctx context.Context, st *step, sends []*send) {
-	var wg sync.WaitGroup
-	for _, s := range sends {
+	if len(sends) == 0 {
+		return
+	}
+	// The first batch goes from this goroutine: one goroutine fewer per step.
+	wg := st.wg
+	if wg == nil {
+		wg = new(sync.WaitGroup)
+	}
+	for _, s := range sends[1:] {
 		wg.Go(func() { m.dispatch(ctx, st, s) })
 	}
+	m.dispatch(ctx, st, sends[0])
 	wg.Wait()
 }
 
@@ -490,20 +638,21 @@ func (m *Mesh) sendAll(ctx context.Context, sends []*send) error {
 }
 
 func (m *Mesh) request(ctx context.Context, s *send) error {
-	data, err := proto.Marshal(&s.batch)
-	if err != nil {
-		return err
-	}
+	s.body = proto.AppendExpertBatch(s.body[:0], &s.batch)
+	data := s.body
 	if max := m.nc.MaxPayload(); int64(len(data)) > max-1024 {
 		return proto.Errorf(proto.CodeTooLarge, "batch of %d rows is %d bytes, the server takes %d", s.batch.Rows(), len(data), max)
 	}
 	actx, cancel := context.WithTimeout(ctx, m.cfg.AttemptTimeout)
 	defer cancel()
-	msg := nats.NewMsg(s.card.subject)
-	msg.Data = data
-	if dl, ok := actx.Deadline(); ok {
-		msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
+	// The message is reused with the send; its headers start empty (a trace context or
+	// tenant list of an earlier step must not ride along). mesh.Request sets the deadline.
+	if s.msg == nil {
+		s.msg = &nats.Msg{Header: nats.Header{}}
 	}
+	msg := s.msg
+	msg.Subject, msg.Data = s.card.subject, data
+	clear(msg.Header)
 	tenants := tenantHeader(ctx, &s.batch, s.rows)
 	if tenants != "" {
 		msg.Header.Set(proto.HeaderTenant, tenants)
@@ -524,11 +673,11 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 	took := time.Since(start)
 	s.card.stats.observe(took, len(reply.Data))
 	s.card.recent.add(took)
-	var res proto.ExpertResult
-	if err := proto.DecodeExpertResult(reply.Data, &res, &s.batch); err != nil {
+	// Decoded into the send's own storage: nothing keeps a reference to the reply's data.
+	if err := proto.DecodeExpertResult(reply.Data, &s.res, &s.batch); err != nil {
 		return err
 	}
-	if s.y, err = res.Y.F32(nil); err != nil {
+	if s.y, err = s.res.Y.F32(s.y); err != nil {
 		return err
 	}
 	s.card.sent.Add(1)
@@ -536,9 +685,10 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 }
 
 // combine assembles the step's output from the cards' replies.
-func (m *Mesh) combine(done []*send, r model.Routing, hidden int, out []float32) error {
+func (m *Mesh) combine(sc *scratch, done []*send, r model.Routing, hidden int, out []float32) error {
 	if m.cfg.Mode == proto.ModePairs {
-		y := make([]float32, len(r.Experts)*hidden)
+		sc.pairs = slices.Grow(sc.pairs[:0], len(r.Experts)*hidden)[:len(r.Experts)*hidden]
+		y := sc.pairs
 		for _, s := range done {
 			for i, slot := range s.slots {
 				copy(y[int(slot)*hidden:int(slot+1)*hidden], s.y[i*hidden:(i+1)*hidden])
