@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // The request bodies of the OpenAI API, as far as the gateway honours them. Unknown fields
@@ -210,6 +211,11 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *api
 	if len(bytes.TrimSpace(data)) == 0 {
 		return badRequest("", "empty request body, want a JSON object")
 	}
+	// encoding/json would replace invalid UTF-8 in strings with U+FFFD and run a prompt
+	// the client never wrote; JSON text is UTF-8 (RFC 8259), so say so instead.
+	if !utf8.Valid(data) {
+		return badRequest("", "the request body is not valid UTF-8 (byte %d); JSON must be UTF-8", invalidUTF8(data))
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		var se *json.SyntaxError
@@ -228,6 +234,22 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) *api
 		return badRequest("", "invalid request body: %v", err)
 	}
 	return nil
+}
+
+// invalidUTF8 is the offset of the first byte that is not UTF-8, or -1.
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 // jsonKind names what a field wants in JSON terms rather than Go's.

@@ -117,9 +117,8 @@ func HashKey(key string) string {
 // field that is wrong.
 func Parse(origin string, data []byte) (*Set, error) {
 	var f file
-	dec := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField())
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrConfig, origin, yaml.FormatError(err, false, true))
+	if err := decodeYAML(data, &f); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, origin, err)
 	}
 	if len(f.Tenants) == 0 {
 		return nil, fmt.Errorf("%w: %s: no tenants (without tenants, run the gateway without a tenants file)", ErrConfig, origin)
@@ -156,6 +155,23 @@ func Parse(origin string, data []byte) (*Set, error) {
 	}
 	slices.Sort(s.ids)
 	return s, nil
+}
+
+// decodeYAML decodes the document into f. goccy/go-yaml (v1.19.2) panics on some
+// documents, e.g. a tag on a list's empty value ("admin_keys: !x", found by FuzzParse):
+// the panic is the operator's typo, so it becomes an error like any other, and a hot
+// reload keeps the previous tenants instead of taking the gateway down.
+func decodeYAML(data []byte, f *file) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML parser failed on this document (%v); check tags (!...) and indentation", r)
+		}
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data), yaml.DisallowUnknownField())
+	if err := dec.Decode(f); err != nil {
+		return errors.New(yaml.FormatError(err, false, true))
+	}
+	return nil
 }
 
 // maxID matches proto.MaxIDLen: the tenant id travels in every GenerateRequest.

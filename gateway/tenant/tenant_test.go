@@ -30,6 +30,7 @@ func TestParse(t *testing.T) {
 		{"unknown field", "tenants:\n  - id: a\n    api_keys: [" + hashA + "]\n    wieght: 2\n", "wieght"},
 		{"empty", "tenants: []\n", "no tenants"},
 		{"not yaml", "tenants: [ {id: ", "tenants.yaml"},
+		{"tag on a list", "admin_keys: !x\n", "YAML parser failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Parse("tenants.yaml", []byte(tc.yaml))
