@@ -5,10 +5,10 @@ BIN       := bin/moemesh
 PKGS      := ./...
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-FUZZTIME  ?= 30s
+FUZZTIME  ?= 60s
 export CGO_ENABLED ?= 0
 
-.PHONY: all build run test test-trace test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean test-cann build-cann
+.PHONY: all build run test test-trace test-short race bench lint fuzz chaos goldens chat-goldens synth-tokenizers clean test-cann build-cann images compose-secrets
 
 all: build
 
@@ -57,12 +57,14 @@ bin/blasref: tools/blasref/go.mod $(wildcard tools/blasref/*.go) ## the OpenBLAS
 	@mkdir -p $(@D)
 	cd tools/blasref && CGO_ENABLED=1 $(GO) build -trimpath -o $(CURDIR)/$@ .
 
-lint: ## formatting, vet, import rules
+lint: ## formatting, vet, import rules, and compose.yaml + deploy/k8s checked against the compose schema, the Kubernetes API types and the CLI's flags
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -run 'Test(Import|Layout|Only)' ./internal/archtest/
+	cd tools/deploycheck && $(GO) test -count=1 ./... && $(GO) run . -root $(CURDIR)
+	cd tools/ociimage && $(GO) test -count=1 ./...
 
-fuzz: ## every decoder, $(FUZZTIME) each
+fuzz: ## every decoder that takes bytes from NATS, HTTP or an operator's file, $(FUZZTIME) each (the issue asks for >= 60 s)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExpertBatch$$' -fuzztime $(FUZZTIME) ./proto/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeExpertResult$$' -fuzztime $(FUZZTIME) ./proto/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCardStatus$$' -fuzztime $(FUZZTIME) ./proto/
@@ -74,6 +76,19 @@ fuzz: ## every decoder, $(FUZZTIME) each
 	$(GO) test -run '^$$' -fuzz '^FuzzRoute$$' -fuzztime $(FUZZTIME) ./model/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/chat/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./model/tokenizer/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGenerateAccepted$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAssignment$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLoadReport$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTenantPairs$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseError$$' -fuzztime $(FUZZTIME) ./proto/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLease$$' -fuzztime $(FUZZTIME) ./mesh/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAssign$$' -fuzztime $(FUZZTIME) ./mesh/
+	$(GO) test -run '^$$' -fuzz '^FuzzCardHandle$$' -fuzztime $(FUZZTIME) ./expertd/
+	$(GO) test -run '^$$' -fuzz '^FuzzServiceGenerate$$' -fuzztime $(FUZZTIME) ./router/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBody$$' -fuzztime $(FUZZTIME) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzChatCompletions$$' -fuzztime $(FUZZTIME) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompletions$$' -fuzztime $(FUZZTIME) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./gateway/tenant/
 
 chaos: ## multi-process failure tests, longer than in `make test`
 	MOEMESH_CHAOS=long CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m -run 'Kill|Chaos|Process' ./internal/meshtest/
@@ -95,6 +110,23 @@ test-cann: ## the cann backend over the CPU emulator of the ACL API (builds the 
 build-cann: ## the binary with the cann backend over the ACL emulator (no -trimpath: the emulator library is found through the checkout path)
 	sh ascend/cann/emu/build.sh
 	CGO_ENABLED=1 $(GO) build -tags cann -ldflags '$(LDFLAGS)' -o bin/moemesh-cann ./cmd/moemesh
+
+# The image holds the static binary alone (FROM scratch: no base image to pull). Without a
+# Docker daemon it is written as a tarball for `docker load -i` by tools/ociimage, its own
+# module (go-containerregistry never becomes a dependency of moemesh).
+images: ## container image moemesh:$(VERSION) and moemesh:local: docker build, or bin/moemesh-image.tar without a Docker daemon
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/moemesh
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "docker build -t moemesh:$(VERSION) -t moemesh:local"; \
+	  docker build -f deploy/docker/Dockerfile -t moemesh:$(VERSION) -t moemesh:local . ; \
+	else \
+	  echo "no Docker daemon answers: writing bin/moemesh-image.tar instead"; \
+	  cd tools/ociimage && $(GO) run . -bin $(CURDIR)/$(BIN) -out $(CURDIR)/bin/moemesh-image.tar \
+	    -tag moemesh:local -tag moemesh:$(VERSION) -version $(VERSION); \
+	fi
+
+compose-secrets: build ## NATS passwords per role and their nats-server authorization for compose.yaml (git-ignored)
+	sh deploy/compose/secrets.sh $(BIN) deploy/compose/secrets
 
 clean:
 	rm -rf bin

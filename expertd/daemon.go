@@ -44,7 +44,10 @@ type Config struct {
 	// card (default 20s; < 0: do not wait). Static daemons (no assignment) do not wait:
 	// nobody would place the replicas.
 	LeaveWait time.Duration
-	Logger    *slog.Logger
+	// RegistryReplicas is the registry bucket's JetStream replicas (0: keep the bucket's,
+	// 1 for a new one; 3 in a NATS cluster). See mesh.WithReplicas.
+	RegistryReplicas int
+	Logger           *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -123,6 +126,40 @@ func New(cfg Config, nc *nats.Conn) (*Daemon, error) {
 // Ready is closed once every card serves and holds a lease.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
+// CheckReady reports whether the daemon should count as ready to an orchestrator (an
+// HTTP /readyz): it serves, its NATS connection is up, every card has written a lease, and
+// no card is still loading experts a controller assigned. It only reads state, so probes
+// may call it at any rate. (Ready, the channel, was taken: tests and the in-process stack
+// wait on it.)
+func (d *Daemon) CheckReady() error {
+	select {
+	case <-d.ready:
+	default:
+		return errors.New("expertd: not serving yet (loading experts or opening the registry)")
+	}
+	if !d.nc.IsConnected() {
+		return fmt.Errorf("expertd: NATS not connected (%v)", d.nc.Status())
+	}
+	// d.cards is complete once ready is closed, and never changes after.
+	for _, c := range d.cards {
+		c.mu.Lock()
+		beats, loading := c.beats, 0
+		for _, s := range c.states {
+			if s == proto.StateLoading {
+				loading++
+			}
+		}
+		c.mu.Unlock()
+		if beats == 0 {
+			return fmt.Errorf("expertd: card %s has written no lease yet", c.id)
+		}
+		if loading > 0 {
+			return fmt.Errorf("expertd: card %s is loading %d experts", c.id, loading)
+		}
+	}
+	return nil
+}
+
 // Run loads the experts, serves until ctx is done, then drains. It returns nil after a
 // clean drain.
 func (d *Daemon) Run(ctx context.Context) (err error) {
@@ -148,8 +185,10 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	ck.Close() // weights are on the cards; drop the mappings
 
-	regCtx, cancelReg := context.WithTimeout(ctx, 10*time.Second)
-	reg, err := mesh.OpenRegistry(regCtx, d.nc, d.cfg.Model, 3*d.cfg.Heartbeat, mesh.WithLogger(log))
+	// 30 s rides out a JetStream leader election of a replicated registry (4–9 s) that
+	// happens while the daemon starts; a refusal or a bad bucket still fails at once.
+	regCtx, cancelReg := context.WithTimeout(ctx, 30*time.Second)
+	reg, err := mesh.OpenRegistry(regCtx, d.nc, d.cfg.Model, 3*d.cfg.Heartbeat, mesh.WithLogger(log), mesh.WithReplicas(d.cfg.RegistryReplicas))
 	cancelReg()
 	if err != nil {
 		return fmt.Errorf("expertd: registry: %w", err)

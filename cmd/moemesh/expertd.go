@@ -95,7 +95,7 @@ func newExpertd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := serveMetrics(cmd.Context(), metricsAddr, log, expertd.NewCollector(d, prometheus.Labels{"daemon": id}),
+			if err := serveMetricsProbes(cmd.Context(), metricsAddr, log, d.CheckReady, expertd.NewCollector(d, prometheus.Labels{"daemon": id}),
 				natsCollector(nc, prometheus.Labels{"service": "expertd", "daemon": id})); err != nil {
 				return fmt.Errorf("--metrics: %w", err)
 			}

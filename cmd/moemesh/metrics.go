@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,25 +16,57 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serveMetrics serves /metrics on addr with the given collectors (and the Go runtime's)
-// until ctx ends. An empty addr serves nothing.
+// serveMetrics serves /metrics (and /healthz) on addr with the given collectors (and the
+// Go runtime's) until ctx ends. An empty addr serves nothing.
 func serveMetrics(ctx context.Context, addr string, log *slog.Logger, cs ...prometheus.Collector) error {
+	return serveMetricsProbes(ctx, addr, log, nil, cs...)
+}
+
+// serveMetricsProbes is serveMetrics plus the probes an orchestrator polls: /healthz
+// answers 200 while the process can serve HTTP at all (liveness), /readyz 200 while
+// ready() returns nil and 503 with its error otherwise (readiness). A nil ready serves no
+// /readyz, so a probe pointed at a service that has none fails loudly with 404 instead of
+// passing. The probes share the metrics address because a scratch image has no shell or
+// curl: the kubelet and Prometheus both reach the service over HTTP, on one port.
+func serveMetricsProbes(ctx context.Context, addr string, log *slog.Logger, ready func() error, cs ...prometheus.Collector) error {
 	if addr == "" {
 		return nil
 	}
+	_, err := listenMetrics(ctx, addr, log, ready, cs...)
+	return err
+}
+
+// listenMetrics does the work of serveMetricsProbes and returns the bound address (tests
+// listen on port 0).
+func listenMetrics(ctx context.Context, addr string, log *slog.Logger, ready func() error, cs ...prometheus.Collector) (net.Addr, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	if ready != nil {
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			if err := ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, err.Error()+"\n")
+				return
+			}
+			_, _ = io.WriteString(w, "ready\n")
+		})
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -46,7 +80,18 @@ func serveMetrics(ctx context.Context, addr string, log *slog.Logger, cs ...prom
 		}
 	}()
 	log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	return nil
+	return ln.Addr(), nil
+}
+
+// natsReady is a readiness check for services whose only dependency is their NATS
+// connection (the router, once it serves).
+func natsReady(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("NATS not connected (%v)", nc.Status())
+		}
+		return nil
+	}
 }
 
 // natsCollector exports what operators watch of a service's NATS connection: reconnects

@@ -57,7 +57,7 @@ func newNATS(g *globals) *cobra.Command {
 	f.IntVar(&cfg.ClusterPort, "cluster-port", 0, "cluster port")
 	f.StringVar(&routes, "routes", "", "comma-separated cluster routes, e.g. nats://h1:6222,nats://h2:6222")
 	f.StringVar(&cfg.Monitor, "monitor", "", "HOST:PORT for HTTP monitoring (/healthz, /varz, /routez, /jsz), e.g. 0.0.0.0:8222; off by default")
-	f.StringVar(&cfg.AuthFile, "auth", "", "authorization file written by `moemesh nats-config` (a user per role); without it any client connects")
+	f.StringVar(&cfg.AuthFile, "auth", "", "authorization file written by moemesh nats-config (a user per role); without it any client connects")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM): clients must use TLS")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.StringVar(&cfg.TLSCA, "tls-ca", "", "CA (PEM) that signs client certificates: clients must present one; cluster routes then use TLS with the same certificate")

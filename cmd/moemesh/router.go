@@ -138,7 +138,7 @@ func newRouter(g *globals) *cobra.Command {
 				m.SetHedgeFactor(hedgeFactor)
 				m.SetExpertMetrics(em)
 			}
-			if err := serveMetrics(ctx, metricsAddr, log, router.NewCollector(r.Engine, prometheus.Labels{"router": id, "model": name}),
+			if err := serveMetricsProbes(ctx, metricsAddr, log, natsReady(nc), router.NewCollector(r.Engine, prometheus.Labels{"router": id, "model": name}),
 				natsCollector(nc, prometheus.Labels{"service": "router", "router": id})); err != nil {
 				return fmt.Errorf("--metrics: %w", err)
 			}
