@@ -30,6 +30,11 @@ type Config struct {
 
 	// AcceptTimeout bounds the wait for a router to accept a request (default 10 s).
 	AcceptTimeout time.Duration
+	// RouterWait is how long a request waits for a router when none answers (no responders
+	// or the gateway's NATS connection is down), re-sending every 100–400 ms: it covers a
+	// router reconnecting to another NATS node (tens of ms) or restarting. Nothing was
+	// delivered, so a re-send cannot run a request twice. Default 1 s; negative: fail at once.
+	RouterWait time.Duration
 	// IdleTimeout bounds the wait between two token events, the first included: a request
 	// that sees no event for this long fails with 504 (default 120 s, long enough for a
 	// long prompt's prefill on CPU).
@@ -59,6 +64,7 @@ type Config struct {
 // Defaults.
 const (
 	defaultAcceptTimeout   = 10 * time.Second
+	defaultRouterWait      = time.Second
 	defaultIdleTimeout     = 120 * time.Second
 	defaultRequestTimeout  = 10 * time.Minute
 	defaultShutdownTimeout = 30 * time.Second
@@ -77,6 +83,9 @@ func (c *Config) defaults() error {
 	}
 	if c.AcceptTimeout <= 0 {
 		c.AcceptTimeout = defaultAcceptTimeout
+	}
+	if c.RouterWait == 0 {
+		c.RouterWait = defaultRouterWait
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = defaultIdleTimeout

@@ -104,7 +104,7 @@ func newFuzzEnv(tb testing.TB, maxBody int64) *fuzzEnv {
 	for _, n := range []string{"tiny", "busy", "idle"} {
 		models = append(models, Model{Name: n, Dir: modelDir})
 	}
-	e.g, err = New(Config{Models: models, Tenants: store, MaxBodyBytes: maxBody, AcceptTimeout: 5 * time.Second,
+	e.g, err = New(Config{Models: models, Tenants: store, MaxBodyBytes: maxBody, AcceptTimeout: 5 * time.Second, RouterWait: -1,
 		IdleTimeout: 5 * time.Second, Logger: log}, dial("gateway"))
 	if err != nil {
 		tb.Fatal(err)

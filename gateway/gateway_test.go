@@ -437,3 +437,21 @@ func TestConcurrencyAndTokenLimits(t *testing.T) {
 		t.Errorf("over tokens/min: %d %q, Retry-After %q", ae.StatusCode, ae.Message, ae.Response.Header.Get("Retry-After"))
 	}
 }
+
+// A router that appears while a request waits for one (a router reconnecting to another
+// NATS node, or restarting) gets the request: no responders is re-sent within RouterWait.
+func TestRouterWaitResends(t *testing.T) {
+	e := startEnv(t, writeTenants(t))
+	e.g.cfg.RouterWait = 10 * time.Second // set before any request: no goroutine reads it yet
+	errc := make(chan error, 1)
+	go func() {
+		p := openai.ChatCompletionNewParams{Model: "idle", Messages: hello, MaxTokens: openai.Int(4)}
+		_, err := client(e, keyAlice).Chat.Completions.New(ctx(t), p)
+		errc <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the router's absence is the scenario, not a wait
+	startRouter(t, e.natsURL, "idle", e.tok, echo)
+	if err := <-errc; err != nil {
+		t.Fatalf("a request sent before its router came up failed: %v", err)
+	}
+}

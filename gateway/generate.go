@@ -70,7 +70,7 @@ func (g *Gateway) submit(ctx context.Context, model string, req *proto.GenerateR
 		actx, cancel = context.WithDeadline(actx, dl)
 		defer cancel()
 	}
-	reply, err := mesh.Request(actx, g.nc, msg)
+	reply, err := g.request(actx, msg)
 	if err != nil {
 		_ = sub.Unsubscribe()
 		if ctx.Err() != nil {
@@ -85,6 +85,29 @@ func (g *Gateway) submit(ctx context.Context, model string, req *proto.GenerateR
 	}
 	return &generation{nc: g.nc, model: model, id: req.ID, router: acc.Router, sub: sub,
 		idle: g.cfg.IdleTimeout, deadline: deadline}, nil
+}
+
+// request sends a generate request, re-sending it while no router answers for up to
+// RouterWait (within ctx): no responders and a dropped connection mean no router got it,
+// so the re-send is safe, unlike after a timeout.
+func (g *Gateway) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) {
+	giveUp := time.Now().Add(g.cfg.RouterWait)
+	wait := 100 * time.Millisecond
+	for {
+		reply, err := mesh.Request(ctx, g.nc, msg)
+		if err == nil || !(errors.Is(err, mesh.ErrNoResponders) || errors.Is(err, mesh.ErrNotConnected)) ||
+			!time.Now().Add(wait).Before(giveUp) {
+			return reply, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 400*time.Millisecond)
+	}
 }
 
 // errIdle is what next returns when the router went silent for longer than IdleTimeout.
