@@ -22,6 +22,10 @@ type opCard struct {
 	parent context.Context // nil: no op spans
 }
 
+// SupportsDType forwards the capability of the wrapped card: embedding hides it, and a
+// loader asking ascend.Supports would otherwise think the card has no quantised dtypes.
+func (c *opCard) SupportsDType(dt ascend.DType) bool { return ascend.Supports(c.Card, dt) }
+
 func (c *opCard) op(name string, out ascend.Buffer, in ...ascend.Buffer) trace.Span {
 	if c.parent == nil {
 		return nil

@@ -282,7 +282,7 @@ func (r *reconciler) load(ctx context.Context, keys []model.ExpertKey) error {
 		if err != nil {
 			return fmt.Errorf("reading expert %v: %w", k, err)
 		}
-		need := int64(len(w.Gate) + len(w.Up) + len(w.Down))
+		need := w.Bytes() // scales included (a packed MXFP4 expert holds 1/17 of its bytes in them)
 		if mi := c.dev.MemInfo(); mi.Total > 0 && mi.Used+need > mi.Total {
 			c.log.Warn("expert does not fit the card's memory; skipped", "expert", k.String(),
 				"bytes", need, "mem_used", mi.Used, "mem_total", mi.Total)

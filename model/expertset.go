@@ -1,7 +1,10 @@
 package model
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 
@@ -39,8 +42,9 @@ type ExpertSet struct {
 	hidden int
 	inter  int
 	limit  float32
-	mu     sync.RWMutex // guards w
+	mu     sync.RWMutex // guards w and store
 	w      map[ExpertKey]*expertWeights
+	store  ascend.DType // SetWeightDType; 0: as given
 
 	// Host scratch reused across calls so the steady state allocates little.
 	order  []int32
@@ -91,6 +95,19 @@ func (s *ExpertSet) Keys() []ExpertKey {
 	return keys
 }
 
+// HeldDType reports the dtype expert k is held in, false when it is not held: what Add
+// chose, so that a holder can tell an MXFP4 expert that fell back to bf16 (a card without
+// MXFP4 kernels) from a packed one.
+func (s *ExpertSet) HeldDType(k ExpertKey) (ascend.DType, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ew, ok := s.w[k]
+	if !ok {
+		return 0, false
+	}
+	return ew.gateUp.DType(), true
+}
+
 // Len is the number of experts held.
 func (s *ExpertSet) Len() int {
 	s.mu.RLock()
@@ -98,59 +115,249 @@ func (s *ExpertSet) Len() int {
 	return len(s.w)
 }
 
-// ExpertBytes is the device memory one expert's weights of dtype dt take in this set.
+// ExpertBytes is the device memory one expert given in dtype dt takes in this set: gate and
+// up stacked [2I, H] plus down [H, I] in the dtype the set holds it in (dt itself, or the
+// dtype SetWeightDType chose), values and scales for I8 and MXFP4 (ascend.StorageBytes).
+// A card without MXFP4 holds such experts in bf16 instead (see Add), which this arithmetic
+// cannot know; 0 for a dtype no card holds.
 func (s *ExpertSet) ExpertBytes(dt ascend.DType) int64 {
-	return 3 * int64(s.inter) * int64(s.hidden) * int64(dt.Size())
+	n, err := ExpertStorageBytes(s.heldDType(dt), s.hidden, s.inter)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
-// ExpertWeights is one expert's tensors as raw little-endian bytes of dtype DType:
-// Gate and Up are [I, H], Down is [H, I] (a Linear's [out, in]).
+// ExpertStorageBytes is the card memory of one SwiGLU expert of width inter for hidden size
+// hidden held in dt: what ExpertSet.Add allocates. For MXFP4 it is 3·I·H·(1/2 + 1/32)
+// bytes, 4.25 bits a weight.
+func ExpertStorageBytes(dt ascend.DType, hidden, inter int) (int64, error) {
+	gu, err := ascend.StorageBytes(dt, []int{2 * inter, hidden})
+	if err != nil {
+		return 0, err
+	}
+	down, err := ascend.StorageBytes(dt, []int{hidden, inter})
+	return gu + down, err
+}
+
+// ExpertWeights is one expert's tensors as raw little-endian bytes of dtype DType: Gate and
+// Up are [I, H], Down is [H, I] (a Linear's [out, in]). For the quantised dtypes the value
+// and scale parts of ascend.QuantLayout are given apart, as checkpoints store them:
+//
+//	MXFP4: Gate holds [I, H/2] packed E2M1 pairs, GateScale [I, H/32] E8M0 codes
+//	       (DeepSeek-V4's "w1.weight" and "w1.scale" rows); Down [H, I/2] and [H, I/32].
+//	I8:    Gate holds [I, H] int8 values, GateScale I little-endian float32 row scales.
+//
+// The scales are nil for plain dtypes.
 type ExpertWeights struct {
-	DType          ascend.DType
-	Gate, Up, Down []byte
+	DType                         ascend.DType
+	Gate, Up, Down                []byte
+	GateScale, UpScale, DownScale []byte
 }
 
-// Add uploads an expert's weights. On any error nothing is kept on the card.
-func (s *ExpertSet) Add(k ExpertKey, w ExpertWeights) (err error) {
+// Bytes is the size of the weights as given: what a card holding them in DType takes.
+func (w ExpertWeights) Bytes() int64 {
+	return int64(len(w.Gate) + len(w.Up) + len(w.Down) + len(w.GateScale) + len(w.UpScale) + len(w.DownScale))
+}
+
+// SetWeightDType makes Add convert every expert to dt before upload: 0 (the default)
+// keeps each expert in the dtype it is given (MXFP4 packed on a card that has MXFP4),
+// BF16 dequantises quantised experts as loaders did before packed experts (a comparison
+// point), I8 quantises them per row to W8A16 on the card (ascend WriteF32), F32/F16/MXFP4
+// likewise. Experts already held keep their dtype. A dtype the card lacks makes Add fail
+// with ascend.ErrDType.
+func (s *ExpertSet) SetWeightDType(dt ascend.DType) error {
+	switch dt {
+	case 0, ascend.F32, ascend.BF16, ascend.F16, ascend.I8, ascend.MXFP4:
+	default:
+		return fmt.Errorf("%w: expert weights cannot be held in %v", ascend.ErrDType, dt)
+	}
+	s.mu.Lock()
+	s.store = dt
+	s.mu.Unlock()
+	return nil
+}
+
+// heldDType is the dtype an expert given in dt is held in (before any fallback of Add).
+func (s *ExpertSet) heldDType(dt ascend.DType) ascend.DType {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.store != 0 {
+		return s.store
+	}
+	return dt
+}
+
+// checkWeights checks that w holds an expert of this set's shape in its dtype.
+func (s *ExpertSet) checkWeights(k ExpertKey, w ExpertWeights) error {
+	I, H := s.inter, s.hidden
+	if !w.DType.Quantized() {
+		size := w.DType.Size()
+		if size == 0 {
+			return fmt.Errorf("%w: expert %v weights have dtype %v", ascend.ErrDType, k, w.DType)
+		}
+		want := I * H * size
+		if len(w.Gate) != want || len(w.Up) != want || len(w.Down) != want {
+			return fmt.Errorf("%w: expert %v weights are %d/%d/%d bytes, want %d each ([%d,%d] %v)",
+				ascend.ErrShape, k, len(w.Gate), len(w.Up), len(w.Down), want, I, H, w.DType)
+		}
+		if len(w.GateScale)+len(w.UpScale)+len(w.DownScale) != 0 {
+			return fmt.Errorf("%w: expert %v weights of dtype %v carry scales", ascend.ErrShape, k, w.DType)
+		}
+		return nil
+	}
+	gu, err := ascend.CheckQuantShape(w.DType, []int{I, H})
+	if err != nil {
+		return fmt.Errorf("expert %v gate/up: %w", k, err)
+	}
+	dn, err := ascend.CheckQuantShape(w.DType, []int{H, I})
+	if err != nil {
+		return fmt.Errorf("expert %v down: %w", k, err)
+	}
+	for _, p := range []struct {
+		what         string
+		vals, scales []byte
+		l            ascend.QuantLayout
+	}{{"gate", w.Gate, w.GateScale, gu}, {"up", w.Up, w.UpScale, gu}, {"down", w.Down, w.DownScale, dn}} {
+		if int64(len(p.vals)) != p.l.Values || int64(len(p.scales)) != p.l.Scales {
+			return fmt.Errorf("%w: expert %v %s is %d value and %d scale bytes, want %d and %d ([%d,%d] %v)",
+				ascend.ErrShape, k, p.what, len(p.vals), len(p.scales), p.l.Values, p.l.Scales, p.l.N, p.l.K, w.DType)
+		}
+	}
+	return nil
+}
+
+// Add uploads an expert's weights, in the dtype SetWeightDType chose or else as given. An
+// MXFP4 expert given to a card without MXFP4 kernels (Alloc refuses the dtype: the cann
+// backend today) is dequantised to bf16 on the host and held so, 3.8× the packed size;
+// the values are the same (E2M1·2^k is exact in bf16), so results do not change. On any
+// error nothing is kept on the card.
+func (s *ExpertSet) Add(k ExpertKey, w ExpertWeights) error {
 	if s.Has(k) {
 		return fmt.Errorf("%w: expert %v is already on card %d", ascend.ErrInvalid, k, s.card.ID())
 	}
-	size := w.DType.Size()
-	if size == 0 {
-		return fmt.Errorf("%w: expert %v weights have dtype %v", ascend.ErrDType, k, w.DType)
+	if err := s.checkWeights(k, w); err != nil {
+		return err
 	}
-	want := s.inter * s.hidden * size
-	if len(w.Gate) != want || len(w.Up) != want || len(w.Down) != want {
-		return fmt.Errorf("%w: expert %v weights are %d/%d/%d bytes, want %d each ([%d,%d] %v)",
-			ascend.ErrShape, k, len(w.Gate), len(w.Up), len(w.Down), want, s.inter, s.hidden, w.DType)
+	s.mu.RLock()
+	store := s.store
+	s.mu.RUnlock()
+	dt := w.DType
+	if store != 0 {
+		dt = store
 	}
-	ew := &expertWeights{}
-	defer func() {
-		if err != nil {
-			s.free(ew)
-		}
-	}()
-	if ew.gateUp, err = s.card.Alloc(w.DType, 2*s.inter, s.hidden); err != nil {
+	ew, err := s.upload(w, dt)
+	if err != nil && store == 0 && w.DType == ascend.MXFP4 && errors.Is(err, ascend.ErrDType) {
+		ew, err = s.upload(w, ascend.BF16)
+	}
+	if err != nil {
 		return fmt.Errorf("expert %v: %w", k, err)
-	}
-	if ew.down, err = s.card.Alloc(w.DType, s.hidden, s.inter); err != nil {
-		return fmt.Errorf("expert %v: %w", k, err)
-	}
-	if err = s.card.Write(ew.gateUp, 0, w.Gate); err != nil {
-		return err
-	}
-	if err = s.card.Write(ew.gateUp, s.inter*s.hidden, w.Up); err != nil {
-		return err
-	}
-	if err = s.card.Write(ew.down, 0, w.Down); err != nil {
-		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.w[k]; dup { // added meanwhile by another goroutine
-		return fmt.Errorf("%w: expert %v is already on card %d", ascend.ErrInvalid, k, s.card.ID())
+		return errors.Join(fmt.Errorf("%w: expert %v is already on card %d", ascend.ErrInvalid, k, s.card.ID()), s.free(ew))
 	}
 	s.w[k] = ew
+	return nil
+}
+
+// upload places w on the card in dt: a copy when dt is w's dtype, else through f32 on the
+// host and the card's conversion (WriteF32: rounding for plain dtypes, per-row quantisation
+// for I8 and MXFP4). On error nothing stays allocated.
+func (s *ExpertSet) upload(w ExpertWeights, dt ascend.DType) (_ *expertWeights, err error) {
+	ew := &expertWeights{}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.free(ew))
+		}
+	}()
+	I, H := s.inter, s.hidden
+	if ew.gateUp, err = s.card.Alloc(dt, 2*I, H); err != nil {
+		return nil, err
+	}
+	if ew.down, err = s.card.Alloc(dt, H, I); err != nil {
+		return nil, err
+	}
+	if dt != w.DType {
+		vals := make([]float32, 2*I*H)
+		if err = decodeWeight(vals[:I*H], w.DType, w.Gate, w.GateScale, H); err != nil {
+			return nil, err
+		}
+		if err = decodeWeight(vals[I*H:], w.DType, w.Up, w.UpScale, H); err != nil {
+			return nil, err
+		}
+		if err = s.card.WriteF32(ew.gateUp, 0, vals); err != nil {
+			return nil, err
+		}
+		vals = vals[:H*I]
+		if err = decodeWeight(vals, w.DType, w.Down, w.DownScale, I); err != nil {
+			return nil, err
+		}
+		return ew, s.card.WriteF32(ew.down, 0, vals)
+	}
+	if !dt.Quantized() {
+		if err = s.card.Write(ew.gateUp, 0, w.Gate); err == nil {
+			if err = s.card.Write(ew.gateUp, I*H, w.Up); err == nil {
+				err = s.card.Write(ew.down, 0, w.Down)
+			}
+		}
+		return ew, err
+	}
+	// Quantised: byte offsets into the [values | scales] storage (ascend.QuantLayout), so
+	// the up rows follow the gate rows in both parts.
+	gu, err := ascend.CheckQuantShape(dt, []int{2 * I, H})
+	if err != nil {
+		return nil, err
+	}
+	dn, err := ascend.CheckQuantShape(dt, []int{H, I})
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		b    ascend.Buffer
+		off  int64
+		data []byte
+	}{{ew.gateUp, gu.RowValues(0), w.Gate}, {ew.gateUp, gu.RowValues(I), w.Up},
+		{ew.gateUp, gu.RowScales(0), w.GateScale}, {ew.gateUp, gu.RowScales(I), w.UpScale},
+		{ew.down, dn.RowValues(0), w.Down}, {ew.down, dn.RowScales(0), w.DownScale}} {
+		if err = s.card.Write(p.b, int(p.off), p.data); err != nil {
+			return nil, err
+		}
+	}
+	return ew, nil
+}
+
+// decodeWeight writes the real values of one [rows, k] weight given as raw bytes of dt (and
+// its scales, for I8 and MXFP4) into dst.
+func decodeWeight(dst []float32, dt ascend.DType, raw, scales []byte, k int) error {
+	switch dt {
+	case ascend.F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+	case ascend.BF16:
+		for i := range dst {
+			dst[i] = ascend.BF16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+		}
+	case ascend.F16:
+		for i := range dst {
+			dst[i] = ascend.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:]))
+		}
+	case ascend.I8:
+		for r := 0; r*k < len(dst); r++ {
+			ascend.DequantI8Row(dst[r*k:(r+1)*k], raw[r*k:(r+1)*k], ascend.I8Scale(scales, r))
+		}
+	case ascend.MXFP4:
+		nb := k / ascend.MXBlock
+		for r := 0; r*k < len(dst); r++ {
+			if err := ascend.DequantMXFP4Row(dst[r*k:(r+1)*k], raw[r*k/2:(r+1)*k/2], scales[r*nb:(r+1)*nb]); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("%w: expert weights of dtype %v", ascend.ErrDType, dt)
+	}
 	return nil
 }
 

@@ -69,7 +69,7 @@ func newPlan(_ *globals) *cobra.Command {
 	f.StringVar(&mem, "card-memory", "64GiB", "memory of one card")
 	f.StringVar(&resv, "reserve", "0", "memory kept free on each card for activations and workspace")
 	f.IntVar(&o.Replicas, "replicas", 2, "replicas per expert in the replicated placement (each on a different card)")
-	f.StringVar(&o.DType, "dtype", "shipped", "expert bytes as shipped, or as a daemon holding them dequantised: shipped, bf16 or f32")
+	f.StringVar(&o.DType, "dtype", "shipped", "expert bytes as a daemon holds them: shipped (as stored: MXFP4 experts packed, what a cpu card holds), bf16 (dequantised: FP8 experts, and MXFP4 on a card without MXFP4 such as cann), f32, or i8 (W8A16: a byte a weight + a f32 scale a row)")
 	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	return c
 }
@@ -82,10 +82,25 @@ type planOptions struct {
 	DType      string
 }
 
-// tensorSize is one tensor's bytes as stored, and its parameter count (scale tensors 0,
-// packed FP4 two per byte).
+// tensorSize is one tensor's bytes as stored, its parameter count (scale tensors 0,
+// packed FP4 two per byte) and its rows (the product of all but the last dimension; scale
+// tensors 0), which I8 (W8A16) gives a float32 scale each.
 type tensorSize struct {
-	bytes, params int64
+	bytes, params, rows int64
+}
+
+// heldBytes is what a daemon holding the tensor in dtype ("shipped", "bf16", "f32", "i8")
+// takes: the stored bytes, or the parameters re-encoded (ExpertStorageBytes of model).
+func (s tensorSize) heldBytes(dtype string) int64 {
+	switch dtype {
+	case "bf16":
+		return 2 * s.params
+	case "f32":
+		return 4 * s.params
+	case "i8":
+		return s.params + 4*s.rows
+	}
+	return s.bytes
 }
 
 // modelPlan is what plan prints.
@@ -136,9 +151,9 @@ var (
 
 func makePlan(dir string, o planOptions) (*modelPlan, error) {
 	switch o.DType {
-	case "shipped", "bf16", "f32":
+	case "shipped", "bf16", "f32", "i8":
 	default:
-		return nil, fmt.Errorf("--dtype %q: want shipped, bf16 or f32", o.DType)
+		return nil, fmt.Errorf("--dtype %q: want shipped, bf16, f32 or i8", o.DType)
 	}
 	if o.Replicas < 1 || o.Cards < 0 {
 		return nil, fmt.Errorf("--replicas %d and --cards %d: want replicas ≥ 1 and cards ≥ 0", o.Replicas, o.Cards)
@@ -158,7 +173,6 @@ func makePlan(dir string, o planOptions) (*modelPlan, error) {
 		Reserve: o.Reserve, Replicas: o.Replicas, ExpertDType: o.DType, Cards: o.Cards}
 	experts := map[planUnit]int64{}
 	other := map[int]int64{}
-	perParam := map[string]int64{"bf16": 2, "f32": 4}[o.DType]
 	for name, s := range sizes {
 		p.TotalBytes += s.bytes
 		if strings.HasPrefix(name, "mtp.") {
@@ -173,10 +187,7 @@ func makePlan(dir string, o planOptions) (*modelPlan, error) {
 			p.MTPBytes += s.bytes // DeepSeek-V3 style MTP layer past num_hidden_layers
 			continue
 		}
-		b := s.bytes
-		if perParam > 0 {
-			b = s.params * perParam
-		}
+		b := s.heldBytes(o.DType)
 		switch m := planExpertRe.FindStringSubmatch(name); {
 		case layer >= 0 && m != nil && !strings.Contains(name, "shared_expert"):
 			e, _ := strconv.Atoi(m[1])
@@ -404,9 +415,9 @@ func tensorSizes(dir string, cfg *model.Config) (map[string]tensorSize, string, 
 // headerSize sizes a tensor from its header: packed FP4 (I8/U8 beside an F8_E8M0
 // ".scale") counts two parameters a byte, scale tensors none.
 func headerSize(f *safetensors.File, t safetensors.TensorInfo) tensorSize {
-	s := tensorSize{bytes: t.Size, params: t.Numel()}
+	s := tensorSize{bytes: t.Size, params: t.Numel(), rows: rowsOf(t.Shape)}
 	if planScaleRe.MatchString(t.Name) {
-		s.params = 0
+		s.params, s.rows = 0, 0
 	} else if t.DType == safetensors.I8 || t.DType == safetensors.U8 {
 		if sc, ok := f.Info(strings.TrimSuffix(t.Name, ".weight") + ".scale"); ok && sc.DType == safetensors.F8E8M0 {
 			s.params *= 2
@@ -416,17 +427,29 @@ func headerSize(f *safetensors.File, t safetensors.TensorInfo) tensorSize {
 }
 
 func v4Size(x deepseek4.Tensor) tensorSize {
-	s := tensorSize{bytes: x.Bytes(), params: 1}
+	s := tensorSize{bytes: x.Bytes(), params: 1, rows: rowsOf(x.Shape)}
 	for _, d := range x.Shape {
 		s.params *= d
 	}
 	switch {
 	case planScaleRe.MatchString(x.Name):
-		s.params = 0
+		s.params, s.rows = 0, 0
 	case x.DType == "I8":
 		s.params *= 2
 	}
 	return s
+}
+
+// rowsOf is the number of rows of a weight of this shape: all dimensions but the last.
+func rowsOf(shape []int64) int64 {
+	if len(shape) == 0 {
+		return 0
+	}
+	n := int64(1)
+	for _, d := range shape[:len(shape)-1] {
+		n *= d
+	}
+	return n
 }
 
 func (p *modelPlan) print(w io.Writer) {

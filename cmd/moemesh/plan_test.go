@@ -9,7 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moemesh/moemesh/ascend"
+	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/model/synth"
+	"github.com/moemesh/moemesh/router/placement"
 )
 
 const tinyV4 = "../../model/deepseek4/testdata/tiny"
@@ -197,5 +200,40 @@ func TestPlanErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("plan %v: err = %v, want one naming %q", c.args, err, c.want)
 		}
+	}
+}
+
+// A tiny V4 checkpoint written by mkmodel, sized from its shard headers: plan, the
+// controller's placement.ExpertBytes and a daemon's ExpertSet agree on one expert's bytes
+// in every dtype a daemon can hold it in (shipped = MXFP4 packed, 4.25 bits a weight).
+func TestPlanV4AgreesWithDaemon(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "v4")
+	cfg, err := synth.Write(dir, synth.Options{Arch: synth.ArchDeepseekV4, Preset: synth.Tiny, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sized, err := placement.ExpertBytes(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	H, I := cfg.Hidden, cfg.ExpertIntermediate
+	for _, c := range []struct {
+		dtype string
+		dt    ascend.DType
+	}{{"shipped", ascend.MXFP4}, {"bf16", ascend.BF16}, {"f32", ascend.F32}, {"i8", ascend.I8}} {
+		p, _ := runPlan(t, "--model", dir, "--dtype", c.dtype)
+		want, err := model.ExpertStorageBytes(c.dt, H, I)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.SizesFrom != "shard headers" || p.ExpertBytes != want {
+			t.Errorf("--dtype %s: plan says %d bytes an expert (sizes from %s), a daemon holds %d", c.dtype, p.ExpertBytes, p.SizesFrom, want)
+		}
+		if c.dtype == "shipped" && sized != want {
+			t.Errorf("placement.ExpertBytes %d, plan and daemon %d", sized, want)
+		}
+	}
+	if bits := 8 * float64(sized) / float64(3*H*I); bits != 4.25 {
+		t.Errorf("shipped experts: %g bits a weight, want 4.25", bits)
 	}
 }
