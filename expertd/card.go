@@ -80,9 +80,11 @@ type card struct {
 
 func newCard(id, device string, dev ascend.Card, mcfg *model.Config, cfg Config) *card {
 	ops := &opCard{Card: dev, card: id}
+	set := model.NewExpertSet(ops, mcfg.Hidden, mcfg.ExpertIntermediate, mcfg.SwiGLULimit)
+	set.SetWeightDType(cfg.WeightDType)
 	return &card{
 		id: id, device: device, dev: dev, ops: ops,
-		set:      model.NewExpertSet(ops, mcfg.Hidden, mcfg.ExpertIntermediate, mcfg.SwiGLULimit),
+		set:      set,
 		experts:  mcfg.Experts,
 		jobs:     make(chan *job, cfg.QueueDepth),
 		free:     make(chan *job, cfg.QueueDepth+cfg.MaxCoalesce+1),

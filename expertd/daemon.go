@@ -47,7 +47,10 @@ type Config struct {
 	// RegistryReplicas is the registry bucket's JetStream replicas (0: keep the bucket's,
 	// 1 for a new one; 3 in a NATS cluster). See mesh.WithReplicas.
 	RegistryReplicas int
-	Logger           *slog.Logger
+	// WeightDType is the dtype experts are held in (0: as read — MXFP4 packed where the card
+	// has it; ascend.I8 for W8A16, quantised per row at load; ascend.BF16 to dequantise).
+	WeightDType ascend.DType
+	Logger      *slog.Logger
 }
 
 func (c *Config) defaults() error {

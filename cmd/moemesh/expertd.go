@@ -20,7 +20,7 @@ import (
 
 func newExpertd(g *globals) *cobra.Command {
 	var (
-		natsURL, modelSpec, name, id, device, cards, cardMem, layers, experts string
+		natsURL, modelSpec, name, id, device, cards, cardMem, layers, experts, weights string
 		metricsAddr                                                           string
 		heartbeat, leaveWait                                                  time.Duration
 		nf                                                                    natsFlags
@@ -46,6 +46,12 @@ func newExpertd(g *globals) *cobra.Command {
 			be, err := ascend.Open(device)
 			if err != nil {
 				return err
+			}
+			var wdt ascend.DType // "": as read
+			if weights != "" && weights != "as-read" {
+				if wdt, err = ascend.ParseDType(weights); err != nil {
+					return fmt.Errorf("--weights: %w", err)
+				}
 			}
 			if id == "" {
 				host, _ := os.Hostname()
@@ -91,7 +97,7 @@ func newExpertd(g *globals) *cobra.Command {
 			}
 			defer nc.Close()
 			d, err := expertd.New(expertd.Config{Model: name, ModelDir: dir, Daemon: id, Backend: be, Cards: ccs,
-				Heartbeat: heartbeat, LeaveWait: leaveWait, RegistryReplicas: ns.registryReplicas(), Logger: log}, nc)
+				Heartbeat: heartbeat, LeaveWait: leaveWait, RegistryReplicas: ns.registryReplicas(), WeightDType: wdt, Logger: log}, nc)
 			if err != nil {
 				return err
 			}
@@ -111,6 +117,7 @@ func newExpertd(g *globals) *cobra.Command {
 	f.StringVar(&name, "name", "", "model name in subjects (default: the directory's name)")
 	f.StringVar(&id, "id", "", "daemon id, letters, digits, '-' and '_' (default: host-pid)")
 	f.StringVar(&device, "device", "cpu", "backend: cpu or cann")
+	f.StringVar(&weights, "weights", "as-read", "dtype experts are held in: as-read (MXFP4 stays packed where the card has it), bf16, f32, or i8 (W8A16: int8 with a scale per row, quantised at load)")
 	f.StringVar(&cards, "cards", "0", "device indices to drive, e.g. 0-7 (ASCEND_VISIBLE_DEVICES is honoured)")
 	f.StringVar(&cardMem, "card-memory", "0", "memory budget per card, e.g. 64GiB (0: the device's own)")
 	f.StringVar(&layers, "layers", "all", "MoE layers to serve, e.g. 1-3,5")
