@@ -72,28 +72,6 @@ func (w *connWatch) dropAll() {
 	}
 }
 
-// wait registers a request about to wait on nc under ctx; it returns the context to wait
-// with and done, which unregisters it and says whether the connection dropped meanwhile.
-func (w *connWatch) wait(ctx context.Context, nc *nats.Conn) (context.Context, func() (lost bool)) {
-	wctx, cancel := context.WithCancel(ctx)
-	r := &waiter{cancel: cancel}
-	w.mu.Lock()
-	w.waiting[r] = struct{}{}
-	w.mu.Unlock()
-	// A drop just before registering sent its event already: look at the status itself.
-	if !nc.IsConnected() {
-		r.lost.Store(true)
-		cancel()
-	}
-	return wctx, func() bool {
-		w.mu.Lock()
-		delete(w.waiting, r)
-		w.mu.Unlock()
-		cancel()
-		return r.lost.Load()
-	}
-}
-
 // WaitConnected returns nil once nc is connected, at once if it is; it fails with
 // ErrNotConnected when ctx ends first or the connection is closed for good. A router step
 // that meets a NATS restart waits here for the reconnect rather than spending its retries

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
@@ -73,11 +75,11 @@ func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, erro
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
-	msg.Header.Set(proto.HeaderDeadline, strconv.FormatInt(dl.UnixNano(), 10))
 
-	wctx, done := watchOf(nc).wait(ctx, nc)
-	reply, err := nc.RequestMsgWithContext(wctx, msg)
-	if lost := done(); err != nil {
+	w := watchOf(nc)
+	r := w.enter(ctx, nc, dl, msg.Header)
+	reply, err := nc.RequestMsgWithContext(r.ctx, msg)
+	if lost := w.leave(r); err != nil {
 		if lost && ctx.Err() == nil {
 			// The connection dropped while we waited: the reply cannot come (disconnect.go).
 			err = fmt.Errorf("%w: the connection was lost while waiting for the reply", nats.ErrDisconnected)
@@ -226,4 +228,114 @@ func plural(n int) string {
 		return "attempt"
 	}
 	return "attempts"
+}
+
+// A Request used to allocate its waiter, the waiter's map entry, a closure to unregister
+// it, and the deadline header's string and slice, on every send (issue 8: nothing of ours
+// allocates per dispatch). Waiters are now reused, and each carries the arenas the header
+// values are cut from. What is left is context.WithCancel's context and cancel func (and
+// the parent's children map): the wait must end on the caller's cancel and on a lost
+// connection, and only a derived context lets nats.go's select see both.
+
+// reqWaiter is a waiter with what one Request needs besides it. Reused: one Request holds
+// it at a time, so its fields need no lock; the connection's watch sees only the embedded
+// waiter, and only while it is registered.
+type reqWaiter struct {
+	waiter
+	ctx context.Context // the context nats.go waits on; nil while free
+	// stamps and slots are arenas for the deadline header: each value is cut from the
+	// unused end of the current chunk and never written again, so the header a Request
+	// leaves in the caller's message stays valid however long it is kept. A full chunk
+	// is dropped, not reused; it lives on only while some header still points into it.
+	stamps []byte
+	slots  []string
+}
+
+// Arena chunk sizes: a deadline is at most 20 bytes, so both last about 100 Requests.
+const (
+	stampChunk = 2048
+	slotChunk  = 128
+)
+
+// freeWaiters keeps waiters between Requests. A plain list rather than a sync.Pool, which
+// empties at every other GC and, under -race, drops Puts at random: either would make the
+// steady state allocate again. maxFreeWaiters bounds what it keeps (each waiter holds up
+// to 4 KiB of arenas) to more than a process has Requests in flight at once.
+var freeWaiters struct {
+	sync.Mutex
+	list []*reqWaiter
+}
+
+const maxFreeWaiters = 256
+
+func getWaiter() *reqWaiter {
+	freeWaiters.Lock()
+	defer freeWaiters.Unlock()
+	n := len(freeWaiters.list)
+	if n == 0 {
+		return new(reqWaiter)
+	}
+	r := freeWaiters.list[n-1]
+	freeWaiters.list[n-1] = nil
+	freeWaiters.list = freeWaiters.list[:n-1]
+	return r
+}
+
+func putWaiter(r *reqWaiter) {
+	freeWaiters.Lock()
+	defer freeWaiters.Unlock()
+	if len(freeWaiters.list) < maxFreeWaiters {
+		freeWaiters.list = append(freeWaiters.list, r)
+	}
+}
+
+// enter registers a Request about to wait on nc under ctx, whose deadline dl it stamps into
+// h (proto.HeaderDeadline, replacing any value). The waiter's ctx is the one to wait with;
+// leave unregisters it.
+func (w *connWatch) enter(ctx context.Context, nc *nats.Conn, dl time.Time, h nats.Header) *reqWaiter {
+	r := getWaiter()
+	h[proto.HeaderDeadline] = r.stamp(dl.UnixNano())
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.lost.Store(false)
+	w.mu.Lock()
+	w.waiting[&r.waiter] = struct{}{}
+	w.mu.Unlock()
+	// A drop just before registering sent its event already: look at the status itself.
+	if !nc.IsConnected() {
+		r.lost.Store(true)
+		r.cancel()
+	}
+	return r
+}
+
+// leave unregisters r, which the caller must not use again, and says whether the
+// connection dropped while it waited.
+func (w *connWatch) leave(r *reqWaiter) (lost bool) {
+	w.mu.Lock()
+	delete(w.waiting, &r.waiter)
+	w.mu.Unlock()
+	// Unregistered: dropAll can no longer reach r, so its fields are ours alone again.
+	r.cancel()
+	lost = r.lost.Load()
+	r.ctx, r.cancel = nil, nil // the caller's context must not outlive its Request
+	putWaiter(r)
+	return lost
+}
+
+// stamp returns v in decimal as a one-value header, cut from r's arenas.
+func (r *reqWaiter) stamp(v int64) []string {
+	if cap(r.stamps)-len(r.stamps) < 20 {
+		r.stamps = make([]byte, 0, stampChunk)
+	}
+	start := len(r.stamps)
+	r.stamps = strconv.AppendInt(r.stamps, v, 10)
+	b := r.stamps[start:]
+	if len(r.slots) == 0 {
+		r.slots = make([]string, slotChunk)
+	}
+	// Capacity 1: a caller appending to the header gets a copy, never the next slot.
+	slot := r.slots[:1:1]
+	r.slots = r.slots[1:]
+	slot[0] = unsafe.String(&b[0], len(b))
+	return slot
 }

@@ -272,3 +272,62 @@ func TestRespondErrorDescription(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestAddsNoAllocations: a Request in steady state allocates no more than nats.go's
+// request on the context.WithCancel it needs (which the comparison includes): the waiter,
+// its registration and the deadline header cost nothing per send. Both sides count the
+// responder and the embedded server too, which is why this compares rather than pins 0.
+func TestRequestAddsNoAllocations(t *testing.T) {
+	nc := echoConns(t)
+	ctx := timeout(t, time.Minute)
+	msg := &nats.Msg{Subject: "bench.echo", Data: []byte("x"), Header: nats.Header{}}
+	request := func() {
+		if _, err := Request(ctx, nc, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := func() {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if _, err := nc.RequestMsgWithContext(wctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 10 { // warm: the waiter pool, the reply subscription, the server's buffers
+		request()
+		raw()
+	}
+	ours := testing.AllocsPerRun(300, request)
+	theirs := testing.AllocsPerRun(300, raw)
+	// Request's arenas allocate once per ~100 sends, so its average may exceed by 0.02.
+	if ours > theirs+0.5 {
+		t.Fatalf("Request allocates %v per send, nats.go's request with its context %v: Request adds %v", ours, theirs, ours-theirs)
+	}
+}
+
+func TestStampArena(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+	}{
+		{"one", 1},
+		{"across a chunk", slotChunk + 3},
+		{"across several", 4*stampChunk/20 + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := new(reqWaiter)
+			var got [][]string
+			for i := range tc.n {
+				got = append(got, r.stamp(int64(i)*1_000_000_007-int64(i%3)))
+			}
+			// A caller appending to one header value must not reach the next.
+			got[0] = append(got[0], "appended")
+			for i, v := range got {
+				want := strconv.FormatInt(int64(i)*1_000_000_007-int64(i%3), 10)
+				if v[0] != want {
+					t.Fatalf("stamp %d reads %q later, want %q: a value was overwritten", i, v[0], want)
+				}
+			}
+		})
+	}
+}

@@ -56,6 +56,17 @@ type ExpertSet struct {
 	counts []int64
 	groups []ascend.Buffer
 	ups    []ascend.Buffer
+
+	// Device scratch kept across calls: x, gu, act and y of devRows rows, o of devOut rows,
+	// reallocated only when a batch needs more. Allocating and freeing the five per batch
+	// was most of a daemon's allocations per batch (issue 8). A smaller batch uses their
+	// first rows: GroupedMatmul leaves rows past sum(counts) unwritten, SwiGLU's rows are
+	// independent, and ScatterAdd and ReadF32 touch only the batch's own rows of o, which
+	// run zeroes first.
+	dev     [5]ascend.Buffer
+	devRows int
+	devOut  int
+	zeros   []float32
 }
 
 // NewExpertSet holds experts of width inter (moe_intermediate_size) for hidden size hidden
@@ -366,14 +377,23 @@ func decodeWeight(dst []float32, dt ascend.DType, raw, scales []byte, k int) err
 func (s *ExpertSet) Remove(k ExpertKey) error {
 	s.mu.Lock()
 	ew, ok := s.w[k]
+	var scratchErr error
 	if ok {
 		delete(s.w, k)
+		if len(s.w) == 0 {
+			// An empty set holds no device memory. Under the write lock: Compute uses
+			// the scratch under the read lock.
+			scratchErr = s.freeScratch()
+		}
 	}
 	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: %v on card %d", ErrNotLoaded, k, s.card.ID())
 	}
-	return s.free(ew)
+	if err := s.free(ew); err != nil {
+		return err
+	}
+	return scratchErr
 }
 
 func (s *ExpertSet) free(ew *expertWeights) error {
@@ -388,7 +408,7 @@ func (s *ExpertSet) free(ew *expertWeights) error {
 	return first
 }
 
-// Close frees every expert.
+// Close frees every expert and the device scratch.
 func (s *ExpertSet) Close() error {
 	var first error
 	for _, k := range s.Keys() {
@@ -396,7 +416,53 @@ func (s *ExpertSet) Close() error {
 			first = err
 		}
 	}
+	s.mu.Lock()
+	err := s.freeScratch() // if no expert was left to remove
+	s.mu.Unlock()
+	if err != nil && first == nil {
+		first = err
+	}
 	return first
+}
+
+// freeScratch frees the device scratch, which the next Compute allocates again. The
+// caller holds mu for writing, or is Compute.
+func (s *ExpertSet) freeScratch() error {
+	var first error
+	for i, b := range s.dev {
+		if b != nil {
+			if err := s.card.Free(b); err != nil && first == nil {
+				first = err
+			}
+			s.dev[i] = nil
+		}
+	}
+	s.devRows, s.devOut = 0, 0
+	return first
+}
+
+// scratch makes the device scratch hold np pairs and outRows output rows.
+func (s *ExpertSet) scratch(np, outRows int) error {
+	if np <= s.devRows && outRows <= s.devOut {
+		return nil
+	}
+	// Freed first so that the card's budget holds one set at a time, as it did when each
+	// batch allocated its own.
+	if err := s.freeScratch(); err != nil {
+		return err
+	}
+	rows, out := max(np, s.devRows), max(outRows, s.devOut)
+	h := s.hidden
+	for i, shape := range [5][2]int{{rows, h}, {rows, 2 * s.inter}, {rows, s.inter}, {rows, h}, {out, h}} {
+		b, err := s.card.Alloc(ascend.F32, shape[0], shape[1])
+		if err != nil {
+			_ = s.freeScratch() // the first error is the one to report
+			return err
+		}
+		s.dev[i] = b
+	}
+	s.devRows, s.devOut = rows, out
+	return nil
 }
 
 // Batch is work for an ExpertSet in the CSR form of the wire (proto.ExpertBatch): row r of X
@@ -477,28 +543,13 @@ func (s *ExpertSet) Compute(b Batch, pairs bool, out []float32) error {
 
 func (s *ExpertSet) run(np, outRows int, b Batch, pairs bool, out []float32) (err error) {
 	c, h := s.card, s.hidden
-	var bufs []ascend.Buffer
-	defer func() {
-		for _, buf := range bufs {
-			if ferr := c.Free(buf); ferr != nil && err == nil {
-				err = ferr
-			}
-		}
-	}()
-	alloc := func(shape ...int) ascend.Buffer {
-		if err != nil {
-			return nil
-		}
-		var buf ascend.Buffer
-		buf, err = c.Alloc(ascend.F32, shape...)
-		if err == nil {
-			bufs = append(bufs, buf)
-		}
-		return buf
-	}
-	x, gu, act, y, o := alloc(np, h), alloc(np, 2*s.inter), alloc(np, s.inter), alloc(np, h), alloc(outRows, h)
-	if err != nil {
+	if err := s.scratch(np, outRows); err != nil {
 		return fmt.Errorf("expert batch of %d pairs on card %d: %w", np, c.ID(), err)
+	}
+	x, gu, act, y, o := s.dev[0], s.dev[1], s.dev[2], s.dev[3], s.dev[4]
+	s.zeros = resize(s.zeros, outRows*h)
+	if err = c.WriteF32(o, 0, s.zeros); err != nil {
+		return err
 	}
 	if err = c.WriteF32(x, 0, s.xs); err != nil {
 		return err

@@ -22,10 +22,29 @@ func (c HeaderCarrier) Get(key string) string {
 	if v := c[key]; len(v) > 0 {
 		return v[0]
 	}
-	if v := c[textproto.CanonicalMIMEHeaderKey(key)]; len(v) > 0 {
+	if v := c[canonical(key)]; len(v) > 0 {
 		return v[0]
 	}
 	return ""
+}
+
+// canonicalKeys holds the canonical forms of the keys Propagator reads. Extract runs on
+// every batch a daemon takes, whose headers mostly carry no trace context, and
+// textproto.CanonicalMIMEHeaderKey allocates the canonical form of a lowercase key on each
+// call.
+var canonicalKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range Propagator.Fields() {
+		m[k] = textproto.CanonicalMIMEHeaderKey(k)
+	}
+	return m
+}()
+
+func canonical(key string) string {
+	if k, ok := canonicalKeys[key]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(key)
 }
 
 // Set replaces key's values.

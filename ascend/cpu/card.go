@@ -38,8 +38,11 @@ func (b Backend) OpenCard(id int, budget int64) (ascend.Card, error) {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	c := &card{id: id, budget: budget, live: map[*buffer]struct{}{}, pool: newPool(threads),
-		panels: make(chan *[]float32, threads)}
+	c := &card{id: id, budget: budget, live: map[*buffer]struct{}{}, pool: newPool(threads)}
+	c.mm.panels = make(chan *[]float32, threads)
+	// Bound once: a closure or method value made per call would be an allocation per op,
+	// since the pool keeps the task function in its job.
+	c.gmmTask, c.swigluTask, c.scatterTask = c.mm.task, c.swiglu.task, c.scatter.task
 	// A card dropped without Close must not leak its helpers; the pool does not point back
 	// at the card, so the card can become unreachable while helpers wait.
 	runtime.AddCleanup(c, func(p *pool) { p.stop() }, c.pool)
@@ -60,9 +63,16 @@ type card struct {
 	pool   *pool
 	tasks  []gmmTile // scratch reused by GroupedMatmul
 	xpack  []float32 // scratch reused by GroupedMatmul: x packed for the wide kernels
-	// panels holds tileMX's f32 weight panels between calls: at most one per thread is in
-	// use at a time, so with this many kept, steady-state calls allocate none.
-	panels chan *[]float32
+
+	// An op's arguments for its parallel tasks, set for the length of one call (the card
+	// runs one op at a time), then cleared so that freed buffers can be collected. The
+	// tasks only read them. The *Task funcs are their bound task methods.
+	mm          gmm
+	swiglu      swigluArgs
+	scatter     scatterArgs
+	gmmTask     func(int)
+	swigluTask  func(int)
+	scatterTask func(int)
 }
 
 // buffer implements ascend.Buffer. f32 dtype data lives in f32, bf16 and f16 in u16 (raw
@@ -324,8 +334,8 @@ func (c *card) Close() error {
 	}
 	c.closed = true
 	c.tasks, c.xpack = nil, nil
-	for len(c.panels) > 0 {
-		<-c.panels
+	for len(c.mm.panels) > 0 {
+		<-c.mm.panels
 	}
 	c.pool.stop()
 	return nil

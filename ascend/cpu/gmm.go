@@ -60,14 +60,19 @@ type gmmTile struct {
 }
 
 // gmm is one GroupedMatmul call after validation. xp holds x's 4-row blocks packed in
-// pairs (packPairs) for groups that use the wide kernels.
+// pairs (packPairs) for groups that use the wide kernels. The card keeps one, refilled by
+// each call: allocated per call, it and the task closure over it were the op's garbage.
 type gmm struct {
 	out    []float32
 	x      []float32
 	xp     []float32
+	tasks  []gmmTile
 	n, k   int
-	panels chan *[]float32 // the card's, for tileMX
+	panels chan *[]float32 // the card's, for tileMX; kept across calls
 }
+
+// task computes tile i; the card binds it once (card.gmmTask).
+func (g *gmm) task(i int) { g.tile(&g.tasks[i]) }
 
 func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, counts []int64) error {
 	const op = "GroupedMatmul"
@@ -90,8 +95,12 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 	// c.tasks keeps its capacity between calls but not the weights: a freed buffer's
 	// memory must be collectable.
 	c.tasks = c.tasks[:0]
-	defer func() { clear(c.tasks) }()
-	mm := &gmm{out: ob.f32, x: xb.f32, n: n, k: k, panels: c.panels}
+	mm := &c.mm
+	defer func() {
+		clear(c.tasks)
+		*mm = gmm{panels: mm.panels}
+	}()
+	mm.out, mm.x, mm.xp, mm.n, mm.k = ob.f32, xb.f32, nil, n, k
 	row := 0
 	for g, wb := range weights {
 		b, err := c.lookupAt(op, "weights", g, wb)
@@ -131,9 +140,9 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 		}
 		row += int(cnt)
 	}
-	tasks := c.tasks
+	mm.tasks = c.tasks
 	work := int64(2) * int64(row) * int64(n) * int64(k)
-	c.pool.parallel(len(tasks), work < serialFlops, func(i int) { mm.tile(&tasks[i]) })
+	c.pool.parallel(len(mm.tasks), work < serialFlops, c.gmmTask)
 	return nil
 }
 

@@ -35,13 +35,25 @@ func (c *card) SwiGLU(out, x ascend.Buffer, limit float32) error {
 	}
 	rowsPerTask := max(1, elemTask/max(n, 1))
 	tasks := (m + rowsPerTask - 1) / rowsPerTask
-	of, xf := ob.f32, xb.f32
-	c.pool.parallel(tasks, false, func(t int) {
-		for r := t * rowsPerTask; r < min(m, (t+1)*rowsPerTask); r++ {
-			ascend.SwiGLURow(of[r*n:(r+1)*n], xf[r*2*n:r*2*n+n], xf[r*2*n+n:(r+1)*2*n], limit)
-		}
-	})
+	c.swiglu = swigluArgs{out: ob.f32, x: xb.f32, m: m, n: n, rowsPerTask: rowsPerTask, limit: limit}
+	defer func() { c.swiglu = swigluArgs{} }()
+	c.pool.parallel(tasks, false, c.swigluTask)
 	return nil
+}
+
+// swigluArgs is a SwiGLU call's arguments, kept by the card (card.swiglu).
+type swigluArgs struct {
+	out, x            []float32
+	m, n, rowsPerTask int
+	limit             float32
+}
+
+// task computes rows [t·rowsPerTask, (t+1)·rowsPerTask).
+func (a *swigluArgs) task(t int) {
+	out, x, n, limit := a.out, a.x, a.n, a.limit
+	for r := t * a.rowsPerTask; r < min(a.m, (t+1)*a.rowsPerTask); r++ {
+		ascend.SwiGLURow(out[r*n:(r+1)*n], x[r*2*n:r*2*n+n], x[r*2*n+n:(r+1)*2*n], limit)
+	}
 }
 
 // ScatterAdd does out[dst[i]] += float32(w[i]·x[src[i]]) for i in order, element by element
@@ -68,19 +80,32 @@ func (c *card) ScatterAdd(out, x ascend.Buffer, src, dst []int32, w []float32) e
 	const colsPerTask = 256
 	cols := max(colsPerTask, elemTask/max(len(src), 1))
 	tasks := (n + cols - 1) / cols
-	of, xf := ob.f32, xb.f32
-	c.pool.parallel(tasks, len(src)*n < elemTask, func(t int) {
-		j0, j1 := t*cols, min(n, (t+1)*cols)
-		for i, s := range src {
-			o := of[int(dst[i])*n+j0 : int(dst[i])*n+j1]
-			xs := xf[int(s)*n+j0 : int(s)*n+j1]
-			wi := w[i]
-			for j := range o {
-				o[j] += float32(wi * xs[j])
-			}
-		}
-	})
+	c.scatter = scatterArgs{out: ob.f32, x: xb.f32, src: src, dst: dst, w: w, n: n, cols: cols}
+	defer func() { c.scatter = scatterArgs{} }()
+	c.pool.parallel(tasks, len(src)*n < elemTask, c.scatterTask)
 	return nil
+}
+
+// scatterArgs is a ScatterAdd call's arguments, kept by the card (card.scatter).
+type scatterArgs struct {
+	out, x   []float32
+	src, dst []int32
+	w        []float32
+	n, cols  int
+}
+
+// task adds columns [t·cols, (t+1)·cols) of every pair.
+func (a *scatterArgs) task(t int) {
+	out, x, dst, w, n := a.out, a.x, a.dst, a.w, a.n
+	j0, j1 := t*a.cols, min(n, (t+1)*a.cols)
+	for i, s := range a.src {
+		o := out[int(dst[i])*n+j0 : int(dst[i])*n+j1]
+		xs := x[int(s)*n+j0 : int(s)*n+j1]
+		wi := w[i]
+		for j := range o {
+			o[j] += float32(wi * xs[j])
+		}
+	}
 }
 
 // f32Pair looks up an op's f32 output and input buffers, which may not be the same buffer.

@@ -1,38 +1,71 @@
 package cpu
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
+
+// spinFor is how long a helper keeps polling for the next job after finishing one before it
+// parks, and how long a caller polls for its job's last tasks before it blocks. A parked
+// helper that is woken goes to the caller's P as its next goroutine, and an idle P may take
+// it from there only after a usleep(3) (runtime/proc.go), which Linux's 50 µs timer slack
+// and the VM stretch to ~100 µs; meanwhile the caller works through the tasks alone. Traces
+// of the old pool (woken per job) gave a median of 111 µs from wake-up to run, 3 ms at p90
+// under load, against 0.1–0.5 ms for a whole T=1 GEMV (issue 8). The ops of a decode step
+// (gate/up, SwiGLU, down, the next layer's) follow each other within microseconds, so a
+// helper polling this long takes each of them at once; past it, an idle card's helpers park
+// and cost no CPU.
+const spinFor = 100 * time.Microsecond
+
+// pollEvery is how many polls (atomic loads, a few ns each) pass between yields and clock
+// reads while spinning. Yielding on every poll would serialise both spinning goroutines on
+// the scheduler's global queue lock; never yielding would starve goroutines that share the
+// P, such as the caller when a card has more threads than GOMAXPROCS.
+const pollEvery = 64
 
 // pool is a card's fixed set of helper goroutines. An op splits its work into n tasks and
 // calls parallel; the calling goroutine works too, so a card with T threads runs T-1
 // helpers. Helpers live as long as the card: starting a goroutine per tile costs more than
 // a small tile, and a fixed set keeps the goroutine count bounded and owned.
+//
+// A job is published by storing it in cur. Helpers that finished a job within spinFor are
+// polling cur and take it at once; the others are parked and get a wake-up through wake.
+// Polling yields with runtime.Gosched, so other goroutines on a spinning helper's P still
+// run.
 type pool struct {
 	helpers int
-	work    chan *job
-	exited  sync.WaitGroup
-	live    atomic.Int32 // helpers not yet returned; tests check it reaches 0
-	stopped sync.Once
+	cur     atomic.Pointer[job] // the job in flight; nil between jobs
+	// sleeping counts helpers that have committed to park and not yet been handed a
+	// wake-up. It is a semaphore: the caller takes one unit per wake-up it sends, and a
+	// helper that sees a job after committing takes its unit back if one is left, else
+	// receives the wake-up that was sent for it. So every wake-up sent has a receiver and
+	// wake, with room for one per helper, never fills.
+	sleeping atomic.Int32
+	wake     chan struct{}
+	quit     chan struct{} // closed by stop: parked helpers return
+	stopping atomic.Bool   // set by stop: spinning helpers return
+	exited   sync.WaitGroup
+	live     atomic.Int32 // helpers not yet returned; tests check it reaches 0
+	stopped  sync.Once
 }
 
 // job is one parallel call: tasks 0..n-1 are claimed in order through next, so which
-// goroutine runs a task varies but every task runs exactly once. done counts tasks, not
-// helpers: the caller waits for the work, never for a helper that was slow to wake (on a
-// busy machine that can take milliseconds) and finds nothing left to claim.
+// goroutine runs a task varies but every task runs exactly once. pending and done count
+// tasks, not helpers: the caller waits for the work, never for a helper that was slow to
+// start and finds nothing left to claim.
 type job struct {
-	next atomic.Int64
-	n    int64
-	fn   func(task int)
-	done sync.WaitGroup
+	next    atomic.Int64
+	n       int64
+	fn      func(task int)
+	pending atomic.Int64   // tasks not finished, polled by a spinning caller
+	done    sync.WaitGroup // the same count, for a caller that stopped spinning
 }
 
 func newPool(threads int) *pool {
-	// The channel holds one wake-up per helper, so handing out a job never blocks; a
-	// wake-up a helper reads after its job is finished finds no task and is dropped.
 	h := max(threads-1, 0)
-	p := &pool{helpers: h, work: make(chan *job, h)}
+	p := &pool{helpers: h, wake: make(chan struct{}, h), quit: make(chan struct{})}
 	p.exited.Add(p.helpers)
 	p.live.Store(int32(p.helpers))
 	for range p.helpers {
@@ -44,13 +77,73 @@ func newPool(threads int) *pool {
 func (p *pool) helper() {
 	defer p.exited.Done()
 	defer p.live.Add(-1)
-	for j := range p.work {
+	// last is the job this helper ran most recently: while the caller waits for another
+	// goroutine's last task, cur still holds it, and it must not count as new. Holding it
+	// also keeps its address from being reused by a later job.
+	var last *job
+	for {
+		j := p.await(last)
+		if j == nil {
+			return
+		}
 		j.run()
+		last = j
 	}
 }
 
-// run claims and runs tasks until none are left. A task's fn returns before its Done, so
-// once the caller's Wait returns no goroutine touches the job's data again.
+// await returns the next job other than last, polling for spinFor and then parked, or nil
+// once the pool is stopping.
+func (p *pool) await(last *job) *job {
+	for {
+		start := time.Now()
+		for i := 1; ; i++ {
+			if j := p.cur.Load(); j != nil && j != last {
+				return j
+			}
+			if p.stopping.Load() {
+				return nil
+			}
+			if i%pollEvery == 0 {
+				if time.Since(start) > spinFor {
+					break
+				}
+				runtime.Gosched()
+			}
+		}
+		if !p.park(last) {
+			return nil
+		}
+	}
+}
+
+// park blocks until a wake-up (true) or stop (false). A wake-up may come for a job this
+// helper has already seen or one another helper ran; await then polls and parks again.
+func (p *pool) park(last *job) bool {
+	p.sleeping.Add(1)
+	// The caller stores cur before it reads sleeping and this reads cur after committing,
+	// so a job published meanwhile is seen by this check, by the caller's, or by both.
+	// Without the check such a job would run without this helper, woken only by the next.
+	if j := p.cur.Load(); j != nil && j != last {
+		for {
+			s := p.sleeping.Load()
+			if s == 0 {
+				break // the caller took this helper's unit: its wake-up is on the way
+			}
+			if p.sleeping.CompareAndSwap(s, s-1) {
+				return true
+			}
+		}
+	}
+	select {
+	case <-p.wake:
+		return true
+	case <-p.quit:
+		return false
+	}
+}
+
+// run claims and runs tasks until none are left. A task's fn returns before it is counted
+// finished, so once the caller's wait returns no goroutine touches the job's data again.
 func (j *job) run() {
 	for {
 		i := j.next.Add(1) - 1
@@ -59,12 +152,30 @@ func (j *job) run() {
 		}
 		j.fn(int(i))
 		j.done.Done()
+		j.pending.Add(-1)
+	}
+}
+
+// wait returns when every task has finished: polling for spinFor, since the tasks left
+// are already running on helpers and a small task ends within microseconds, then blocked,
+// for a helper whose thread the host has descheduled.
+func (j *job) wait() {
+	start := time.Now()
+	for i := 1; j.pending.Load() > 0; i++ {
+		if i%pollEvery == 0 {
+			if time.Since(start) > spinFor {
+				j.done.Wait()
+				return
+			}
+			runtime.Gosched()
+		}
 	}
 }
 
 // parallel runs fn(0..n-1) and returns when all have finished. Ops call it with the card's
 // lock held, so one job is in flight at a time. Small jobs (one task, or serial set) run on
-// the caller alone, since waking a helper costs microseconds.
+// the caller alone: even a spinning helper costs a cache-line transfer or two per task.
+// After stop, jobs run on the caller alone.
 func (p *pool) parallel(n int, serial bool, fn func(task int)) {
 	h := min(p.helpers, n-1)
 	if serial || h <= 0 {
@@ -74,24 +185,39 @@ func (p *pool) parallel(n int, serial bool, fn func(task int)) {
 		return
 	}
 	j := &job{n: int64(n), fn: fn}
+	j.pending.Store(int64(n))
 	j.done.Add(n)
-	for range h {
-		select {
-		case p.work <- j:
-		default:
-			// The queue is full of wake-ups for finished jobs that lagging helpers have not
-			// read yet; this job runs with fewer helpers rather than waiting for them.
+	p.cur.Store(j)
+	p.wakeParked(h)
+	j.run()
+	j.wait()
+	p.cur.Store(nil)
+	// Helpers keep a pointer to the job they last ran; dropping fn lets the op's buffers
+	// be collected once freed. No goroutine reads fn now: every claim has been made.
+	j.fn = nil
+}
+
+// wakeParked sends up to h wake-ups, one per parked helper, taking each helper's unit of
+// sleeping first (see pool.sleeping).
+func (p *pool) wakeParked(h int) {
+	for woken := 0; woken < h; {
+		s := p.sleeping.Load()
+		if s <= 0 {
+			return
+		}
+		if p.sleeping.CompareAndSwap(s, s-1) {
+			p.wake <- struct{}{}
+			woken++
 		}
 	}
-	j.run()
-	j.done.Wait()
 }
 
 // stop ends the helpers and waits for them. It is idempotent because both Close and the
 // cleanup of an unreachable card may call it.
 func (p *pool) stop() {
 	p.stopped.Do(func() {
-		close(p.work)
+		p.stopping.Store(true)
+		close(p.quit)
 		p.exited.Wait()
 	})
 }
