@@ -21,9 +21,9 @@ import (
 func newExpertd(g *globals) *cobra.Command {
 	var (
 		natsURL, modelSpec, name, id, device, cards, cardMem, layers, experts, weights string
-		metricsAddr                                                           string
-		heartbeat, leaveWait                                                  time.Duration
-		nf                                                                    natsFlags
+		metricsAddr                                                                    string
+		heartbeat, leaveWait                                                           time.Duration
+		nf                                                                             natsFlags
 	)
 	c := &cobra.Command{
 		Use:   "expertd",
