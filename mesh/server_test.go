@@ -3,16 +3,9 @@ package mesh
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moemesh/moemesh/internal/testpki"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -256,12 +250,12 @@ func TestServerAuthFileErrors(t *testing.T) {
 }
 
 func TestServerTLS(t *testing.T) {
-	pki := newTestPKI(t)
-	s := startServer(t, ServerConfig{TLSCert: pki.ServerCert, TLSKey: pki.ServerKey})
+	pki := testpki.New(t)
+	s := startServer(t, ServerConfig{TLSCert: pki.Cert, TLSKey: pki.Key})
 	if !s.TLS() || !strings.HasPrefix(s.ClientURL(), "tls://127.0.0.1:") {
 		t.Fatalf("TLS %v, url %s", s.TLS(), s.ClientURL())
 	}
-	mtls := startServer(t, ServerConfig{TLSCert: pki.ServerCert, TLSKey: pki.ServerKey, TLSCA: pki.CA})
+	mtls := startServer(t, ServerConfig{TLSCert: pki.Cert, TLSKey: pki.Key, TLSCA: pki.CA})
 	for _, tc := range []struct {
 		name string
 		url  string
@@ -320,83 +314,15 @@ func TestServerTLS(t *testing.T) {
 }
 
 func TestServerTLSErrors(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := testpki.New(t)
 	for name, cfg := range map[string]ServerConfig{
-		"key without cert": {Port: -1, TLSKey: pki.ServerKey},
+		"key without cert": {Port: -1, TLSKey: pki.Key},
 		"CA alone":         {Port: -1, TLSCA: pki.CA},
-		"missing cert":     {Port: -1, TLSCert: pki.ServerCert + ".none", TLSKey: pki.ServerKey},
-		"key of another":   {Port: -1, TLSCert: pki.ServerCert, TLSKey: pki.ClientKey},
+		"missing cert":     {Port: -1, TLSCert: pki.Cert + ".none", TLSKey: pki.Key},
+		"key of another":   {Port: -1, TLSCert: pki.Cert, TLSKey: pki.ClientKey},
 	} {
 		if _, err := StartServer(cfg); !errors.Is(err, ErrServer) {
 			t.Errorf("%s: err = %v", name, err)
 		}
-	}
-}
-
-// testPKI is a CA made for one test, with a server and a client certificate it signed,
-// as PEM files in a temporary directory.
-type testPKI struct {
-	CA, ServerCert, ServerKey, ClientCert, ClientKey string
-}
-
-func newTestPKI(t testing.TB) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey := genKey(t)
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "moemesh test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testPKI{CA: filepath.Join(dir, "ca.pem")}
-	writePEM(t, p.CA, "CERTIFICATE", caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		key := genKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, keyPath := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-		writePEM(t, cert, "CERTIFICATE", der)
-		writePEM(t, keyPath, "EC PRIVATE KEY", kder)
-		return cert, keyPath
-	}
-	p.ServerCert, p.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.ClientCert, p.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return p
-}
-
-func genKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -3,17 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/moemesh/moemesh/internal/testpki"
 	"github.com/moemesh/moemesh/mesh"
 )
 
@@ -41,7 +35,7 @@ func TestNATSFlagsResolve(t *testing.T) {
 	bare := write("bare", testSecret)
 	twoNL := write("two", testSecret+"\n\n")
 	empty := write("empty", "\n")
-	pki := newCmdPKI(t)
+	pki := testpki.New(t)
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -76,8 +70,8 @@ func TestNATSFlagsResolve(t *testing.T) {
 		{name: "replicas flag", args: []string{"--registry-replicas", "3"}, wantRepl: 3, wantOpen: 3},
 		{name: "replicas env", env: map[string]string{envRegistryReplicas: "3"}, wantRepl: 3, wantOpen: 3},
 		{name: "replicas 1 given", args: []string{"--registry-replicas", "1"}, wantRepl: 1, wantOpen: 1},
-		{name: "TLS files", args: []string{"--nats-ca", pki.ca, "--nats-cert", pki.cert, "--nats-key", pki.key}, wantRepl: 1},
-		{name: "TLS from env", env: map[string]string{envNATSCA: pki.ca}, wantRepl: 1},
+		{name: "TLS files", args: []string{"--nats-ca", pki.CA, "--nats-cert", pki.Cert, "--nats-key", pki.Key}, wantRepl: 1},
+		{name: "TLS from env", env: map[string]string{envNATSCA: pki.CA}, wantRepl: 1},
 
 		{name: "file and env password", args: []string{"--nats-user", "router", "--nats-password-file", pw}, env: map[string]string{envNATSPassword: testSecret}, bad: "both set"},
 		{name: "missing file", args: []string{"--nats-user", "router", "--nats-password-file", filepath.Join(dir, "nope")}, bad: "--nats-password-file"},
@@ -85,10 +79,10 @@ func TestNATSFlagsResolve(t *testing.T) {
 		{name: "two trailing newlines", args: []string{"--nats-user", "router", "--nats-password-file", twoNL}, bad: "control character"},
 		{name: "user without password", args: []string{"--nats-user", "router"}, bad: "needs a password"},
 		{name: "password without user", env: map[string]string{envNATSPassword: testSecret}, bad: "needs --nats-user"},
-		{name: "cert without key", args: []string{"--nats-cert", pki.cert}, bad: "go together"},
+		{name: "cert without key", args: []string{"--nats-cert", pki.Cert}, bad: "go together"},
 		{name: "CA not PEM", args: []string{"--nats-ca", pw}, bad: "--nats-ca"},
 		{name: "CA missing", args: []string{"--nats-ca", filepath.Join(dir, "ca.none")}, bad: "--nats-ca"},
-		{name: "key of another cert", args: []string{"--nats-cert", pki.cert, "--nats-key", pki.otherKey}, bad: "--nats-cert/--nats-key"},
+		{name: "key of another cert", args: []string{"--nats-cert", pki.Cert, "--nats-key", pki.ClientKey}, bad: "--nats-cert/--nats-key"},
 		{name: "replicas 0", args: []string{"--registry-replicas", "0"}, bad: "want 1 to 5"},
 		{name: "replicas 7", args: []string{"--registry-replicas", "7"}, bad: "want 1 to 5"},
 		{name: "replicas env not a number", env: map[string]string{envRegistryReplicas: "three"}, bad: envRegistryReplicas},
@@ -135,7 +129,7 @@ func TestNATSFlagsResolve(t *testing.T) {
 // the right user gets in and can use its inbox; a wrong password fails fast with an error
 // naming the user and the flags, never the password.
 func TestNATSFlagsConnect(t *testing.T) {
-	pki := newCmdPKI(t)
+	pki := testpki.New(t)
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "gw.pw")
 	if err := os.WriteFile(pwFile, []byte(testSecret+"\n"), 0o600); err != nil {
@@ -149,7 +143,7 @@ func TestNATSFlagsConnect(t *testing.T) {
 	if err := writeNATSConfig(authFile, auth); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := mesh.StartServer(mesh.ServerConfig{Port: -1, AuthFile: authFile, TLSCert: pki.cert, TLSKey: pki.key, TLSCA: pki.ca})
+	srv, err := mesh.StartServer(mesh.ServerConfig{Port: -1, AuthFile: authFile, TLSCert: pki.Cert, TLSKey: pki.Key, TLSCA: pki.CA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +153,7 @@ func TestNATSFlagsConnect(t *testing.T) {
 		var nf natsFlags
 		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 		nf.register(fs, mesh.RoleGateway, true, func(string) string { return "" })
-		if err := fs.Parse(append([]string{"--nats-ca", pki.ca, "--nats-cert", pki.cert, "--nats-key", pki.key}, args...)); err != nil {
+		if err := fs.Parse(append([]string{"--nats-ca", pki.CA, "--nats-cert", pki.Cert, "--nats-key", pki.Key}, args...)); err != nil {
 			t.Fatal(err)
 		}
 		var logs bytes.Buffer
@@ -207,11 +201,11 @@ func TestNATSFlagsConnect(t *testing.T) {
 }
 
 func TestCertReloader(t *testing.T) {
-	a, b := newCmdPKI(t), newCmdPKI(t)
+	a, b := testpki.New(t), testpki.New(t)
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	install := func(p cmdPKI, mt time.Time) {
-		for src, dst := range map[string]string{p.cert: cert, p.key: key} {
+	install := func(p testpki.PKI, mt time.Time) {
+		for src, dst := range map[string]string{p.Cert: cert, p.Key: key} {
 			data, err := os.ReadFile(src)
 			if err != nil {
 				t.Fatal(err)
@@ -264,64 +258,10 @@ func TestCertReloader(t *testing.T) {
 	}
 }
 
-func mustPair(t *testing.T, p cmdPKI) *tls.Certificate {
-	c, err := tls.LoadX509KeyPair(p.cert, p.key)
+func mustPair(t *testing.T, p testpki.PKI) *tls.Certificate {
+	c, err := tls.LoadX509KeyPair(p.Cert, p.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &c
-}
-
-// cmdPKI is a CA of its own and one certificate for 127.0.0.1 usable by servers and
-// clients, plus a key of no certificate.
-type cmdPKI struct{ ca, cert, key, otherKey string }
-
-var pkiSeq int
-
-func newCmdPKI(t *testing.T) cmdPKI {
-	t.Helper()
-	pkiSeq++
-	dir := t.TempDir()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	writePEM := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	writeKey := func(name string, k *ecdsa.PrivateKey) string {
-		der, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return writePEM(name, "EC PRIVATE KEY", der)
-	}
-	now := time.Now()
-	caKey := key()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: fmt.Sprintf("test CA %d", pkiSeq)},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leafKey := key()
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmdPKI{ca: writePEM("ca.pem", "CERTIFICATE", caDER), cert: writePEM("cert.pem", "CERTIFICATE", der),
-		key: writeKey("key.pem", leafKey), otherKey: writeKey("other.pem", key())}
 }

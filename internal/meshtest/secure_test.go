@@ -2,18 +2,12 @@ package meshtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +20,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/moemesh/moemesh/internal/testpki"
 	"github.com/moemesh/moemesh/mesh"
 	"github.com/moemesh/moemesh/proto"
 )
@@ -46,7 +41,7 @@ func TestSecureMesh(t *testing.T) {
 	dir := Checkpoint(t, "qwen3_moe", "bf16")
 	const name = "secure"
 	work := t.TempDir()
-	pki := writeTestPKI(t, work)
+	pki := testpki.New(t)
 
 	passwords := map[mesh.Role]string{}
 	var pwArgs []string
@@ -72,8 +67,8 @@ func TestSecureMesh(t *testing.T) {
 	url := "tls://" + natsAddr
 	_, port, _ := splitHostPort(natsAddr)
 	procs := []*chaosProc{startChaosProc(t, "nats", "nats", "--port", fmt.Sprint(port), "--auth", authFile,
-		"--tls-cert", pki.cert, "--tls-key", pki.key, "--tls-ca", pki.ca, "--log-level", "info")}
-	tlsOpts := []nats.Option{nats.RootCAs(pki.ca), nats.ClientCert(pki.cert, pki.key)}
+		"--tls-cert", pki.Cert, "--tls-key", pki.Key, "--tls-ca", pki.CA, "--log-level", "info")}
+	tlsOpts := []nats.Option{nats.RootCAs(pki.CA), nats.ClientCert(pki.Cert, pki.Key)}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	admin, err := mesh.Connect(ctx, url, "secure-admin", append(tlsOpts,
@@ -94,7 +89,7 @@ func TestSecureMesh(t *testing.T) {
 
 	service := func(role mesh.Role) []string {
 		return []string{"--nats", url, "--nats-user", string(role), "--nats-password-file", pwFile(role),
-			"--nats-ca", pki.ca, "--nats-cert", pki.cert, "--nats-key", pki.key, "--log-level", "info"}
+			"--nats-ca", pki.CA, "--nats-cert", pki.Cert, "--nats-key", pki.Key, "--log-level", "info"}
 	}
 	procs = append(procs, startChaosProc(t, "expertd", append([]string{"expertd", "--model", dir, "--name", name, "--id", "d1",
 		"--experts", "none", "--heartbeat", "200ms"}, service(mesh.RoleExpertd)...)...))
@@ -104,10 +99,10 @@ func TestSecureMesh(t *testing.T) {
 		service(mesh.RoleRouter)...)...))
 	gwAddr := freeAddr(t)
 	procs = append(procs, startChaosProc(t, "gateway", append([]string{"gateway", "--model", dir, "--name", name, "--addr", gwAddr,
-		"--tls-cert", pki.cert, "--tls-key", pki.key}, service(mesh.RoleGateway)...)...))
+		"--tls-cert", pki.Cert, "--tls-key", pki.Key}, service(mesh.RoleGateway)...)...))
 
 	roots := x509.NewCertPool()
-	caPEM, err := os.ReadFile(pki.ca)
+	caPEM, err := os.ReadFile(pki.CA)
 	if err != nil || !roots.AppendCertsFromPEM(caPEM) {
 		t.Fatalf("CA: %v", err)
 	}
@@ -160,7 +155,7 @@ func TestSecureMesh(t *testing.T) {
 	start := time.Now()
 	out, err := run(t, "expertd", "--model", dir, "--name", name, "--id", "d2", "--experts", "all",
 		"--nats", url, "--nats-user", "expertd", "--nats-password-file", pwFile(mesh.RoleGateway),
-		"--nats-ca", pki.ca, "--nats-cert", pki.cert, "--nats-key", pki.key)
+		"--nats-ca", pki.CA, "--nats-cert", pki.Cert, "--nats-key", pki.Key)
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) || !strings.Contains(out, `NATS refused user "expertd"`) || !strings.Contains(out, "--nats-password-file") {
 		t.Fatalf("expertd with a wrong password: %v\n%s", err, out)
@@ -194,54 +189,4 @@ func TestSecureMesh(t *testing.T) {
 	if !strings.Contains(outputs["nats"], "nats authorization on") || !strings.Contains(outputs["gateway"], "gateway serves HTTPS") {
 		t.Errorf("security not logged:\nnats: %s\ngateway: %s", outputs["nats"], outputs["gateway"])
 	}
-}
-
-type testPKI struct{ ca, cert, key string }
-
-// writeTestPKI writes a CA and one certificate it signed for 127.0.0.1, usable by
-// servers (NATS, the gateway) and clients (the services' mutual TLS).
-func writeTestPKI(t *testing.T, dir string) testPKI {
-	t.Helper()
-	now := time.Now()
-	genKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	caKey := genKey()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "moemesh test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := genKey()
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "moemesh node"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testPKI{ca: write("ca.pem", "CERTIFICATE", caDER), cert: write("node.pem", "CERTIFICATE", der),
-		key: write("node-key.pem", "EC PRIVATE KEY", kder)}
 }
