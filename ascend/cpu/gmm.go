@@ -149,7 +149,7 @@ func (c *card) GroupedMatmul(out, x ascend.Buffer, weights []ascend.Buffer, coun
 // tile computes one tile. The accumulators live on the stack: 4 rows × panel columns × 8
 // lanes is 4 KiB, 8 KiB for 8 rows.
 func (g *gmm) tile(t *gmmTile) {
-	if t.w.dt == ascend.MXFP4 && t.rows >= 2 {
+	if t.w.dt == ascend.MXFP4 && t.rows >= mxPanelRows {
 		g.tileMX(t)
 		return
 	}
@@ -325,9 +325,15 @@ func (g *gmm) block8w(acc []float32, w *wmat, r, n0, nc int) {
 	}
 }
 
+// mxPanelRows is the fewest rows of an MXFP4 tile that decode its panel to f32 first
+// (tileMX); smaller tiles decode in registers row by row (kern1x4/kern1x8). Decoding a
+// panel costs about as much as 3 in-register rows, so at 2–3 rows the panel made the FFN
+// 2.6× slower than bf16 (BenchmarkExpertFFN, 16 pairs over 8 experts).
+const mxPanelRows = 4
+
 // tileMX computes an MXFP4 tile of several rows: its panel of weight rows is decoded to f32
 // once (exactly, see kernel.go) and the tile runs as an f32 tile over it, so each weight is
-// decoded once per tile instead of once per row block. Single-row tiles (decode steps) skip
+// decoded once per tile instead of once per row block. Tiles of fewer than mxPanelRows rows skip
 // this: kern1x4 and kern1x8 decode in registers. The f32 tile sees the panel's rows as 0..cols-1, so
 // its output slice starts at column n0.
 func (g *gmm) tileMX(t *gmmTile) {

@@ -33,6 +33,7 @@ var quantCases = []quantCase{
 	{9, 7168, 11, []int64{9}},        // long rows: narrow panels
 	{6, 96, 3, []int64{0, 4}},        // an empty group and rows past sum(counts)
 	{16, 2048, 64, []int64{8, 4, 4}}, // decode-like and prefill-like blocks in one call
+	{9, 96, 17, []int64{2, 3, 4}},    // 2 and 3 rows decode in registers, 4 through the f32 panel (mxPanelRows)
 }
 
 // kernelModes runs fn with each kernel set this machine has: default (AVX-512 or AVX2),
