@@ -202,7 +202,7 @@ func NewAuthConfig(passwords map[Role]Secret, models ...string) (*AuthConfig, er
 		if !ok {
 			continue
 		}
-		if err := checkPassword(pw); err != nil {
+		if err := CheckPassword(pw); err != nil {
 			return nil, fmt.Errorf("%w: role %s: %w", ErrAuth, r, err)
 		}
 		p, err := PermissionsFor(r, models...)
@@ -219,7 +219,9 @@ func NewAuthConfig(passwords map[Role]Secret, models ...string) (*AuthConfig, er
 	return c, nil
 }
 
-func checkPassword(pw Secret) error {
+// CheckPassword refuses a password no NATS config or login can carry as given: empty, or
+// holding a control character.
+func CheckPassword(pw Secret) error {
 	if pw == "" {
 		return errors.New("empty password")
 	}

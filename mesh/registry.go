@@ -94,9 +94,10 @@ func WithLogger(l *slog.Logger) RegistryOption {
 
 // WithReplicas sets how many servers of a NATS cluster hold the bucket (JetStream
 // replicas; 1 = the default, 3 for a registry that survives the loss of a node). A
-// standalone server accepts only 1. Only writers (OpenRegistry with a lease TTL) apply it,
-// to a new bucket or as an update; a writer without it keeps the bucket's replicas. The
-// leases of a replicated registry last at least ClusterLeaseFloor.
+// standalone server accepts only 1. A writer (OpenRegistry with a lease TTL) applies it to a
+// new bucket or as an update, and without it keeps the bucket's replicas; a reader applies
+// it only to a bucket it creates. The leases of a replicated registry last at least
+// ClusterLeaseFloor.
 func WithReplicas(n int) RegistryOption {
 	return func(r *Registry) {
 		if n > 0 {

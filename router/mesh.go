@@ -59,10 +59,7 @@ type MeshConfig struct {
 	// ExpertMetrics caps the per-(layer, expert) series the Collector exports: 0 none,
 	// N > 0 the N most routed experts, < 0 all of them. See ParseExpertMetrics.
 	ExpertMetrics int
-	// RegistryReplicas: JetStream replicas of the registry bucket, should this router
-	// create it (see mesh.WithReplicas; 0: the default).
-	RegistryReplicas int
-	Logger           *slog.Logger
+	Logger        *slog.Logger
 }
 
 func (c *MeshConfig) defaults() error {
@@ -139,7 +136,7 @@ func NewMesh(ctx context.Context, nc *nats.Conn, cfg MeshConfig) (*Mesh, error) 
 	}
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, 0, mesh.WithReplicas(cfg.RegistryReplicas)) // the router reads leases, writes none
+	reg, err := mesh.OpenRegistry(octx, nc, cfg.Model, 0) // the router reads leases, writes none
 	if err != nil {
 		return nil, fmt.Errorf("router: registry: %w", err)
 	}

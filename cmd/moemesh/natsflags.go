@@ -129,8 +129,8 @@ func (f *natsFlags) resolve() (*natsSettings, error) {
 		s.password = mesh.Secret(envPW)
 	}
 	if s.password != "" {
-		if strings.ContainsFunc(string(s.password), func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return nil, errors.New("NATS password holds a control character (more than one trailing newline in --nats-password-file?)")
+		if err := mesh.CheckPassword(s.password); err != nil {
+			return nil, fmt.Errorf("NATS password: %w (one trailing newline of --nats-password-file is trimmed)", err)
 		}
 		if s.user == "" {
 			return nil, errors.New("a NATS password needs --nats-user (env " + envNATSUser + ")")

@@ -172,7 +172,8 @@ func newRouter(g *globals) *cobra.Command {
 // ensureRegistry opens the model's registry once with the replica count of the flags, for
 // the commands whose registries are opened deeper down (stack.NewRouter, the controller)
 // without it: should this process be the one to create the bucket, it gets its replicas.
-// With the default of 1 there is nothing to do.
+// One place for the count instead of a field in every config on the way. With the default
+// of 1 there is nothing to do.
 func ensureRegistry(ctx context.Context, nc *nats.Conn, model string, ns *natsSettings) error {
 	if ns.registryReplicas() <= 1 {
 		return nil

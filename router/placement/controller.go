@@ -29,10 +29,7 @@ type ControllerConfig struct {
 	Window   time.Duration // the load window (default 30s)
 	Settle   time.Duration // delay after a card joins or leaves before replanning (default 500ms)
 	LeaseTTL time.Duration // the leader lease (default 3s)
-	// RegistryReplicas: JetStream replicas of the registry bucket, should this controller
-	// create it (see mesh.WithReplicas; 0: the default).
-	RegistryReplicas int
-	Logger           *slog.Logger
+	Logger   *slog.Logger
 }
 
 func (c *ControllerConfig) defaults() error {
@@ -105,7 +102,7 @@ func (c *Controller) openRegistry(ctx context.Context) (*mesh.Registry, error) {
 	const attempt = 10 * time.Second
 	for {
 		octx, cancel := context.WithTimeout(ctx, attempt)
-		reg, err := mesh.OpenRegistry(octx, c.nc, c.cfg.Model, 0, mesh.WithLogger(c.cfg.Logger), mesh.WithReplicas(c.cfg.RegistryReplicas))
+		reg, err := mesh.OpenRegistry(octx, c.nc, c.cfg.Model, 0, mesh.WithLogger(c.cfg.Logger))
 		cancel()
 		if err == nil {
 			return reg, nil
