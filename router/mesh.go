@@ -263,26 +263,26 @@ func (p *planScratch) send(c *cardState) *send {
 	if p == nil {
 		return &send{card: c}
 	}
-	if p.nsends == len(p.sends) {
-		p.sends = append(p.sends, &send{})
-	}
-	s := p.sends[p.nsends]
-	p.nsends++
-	s.reset(c)
-	return s
+	return takeSend(&p.sends, &p.nsends, c)
 }
 
 func (p *planScratch) group(c *cardState) *send {
 	if p == nil {
 		return &send{card: c}
 	}
-	if p.ngroups == len(p.groups) {
-		p.groups = append(p.groups, &send{})
+	return takeSend(&p.groups, &p.ngroups, c)
+}
+
+// takeSend hands out the next send of list (n of them are taken), growing it when all
+// are, reset for card c.
+func takeSend(list *[]*send, n *int, c *cardState) *send {
+	if *n == len(*list) {
+		*list = append(*list, &send{})
 	}
-	g := p.groups[p.ngroups]
-	p.ngroups++
-	g.reset(c)
-	return g
+	s := (*list)[*n]
+	*n++
+	s.reset(c)
+	return s
 }
 
 func (m *Mesh) getScratch() *scratch {
