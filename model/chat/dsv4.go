@@ -254,7 +254,7 @@ func renderMessage(b *strings.Builder, i int, msgs []cmsg, o DSV4Options, drop b
 			}
 			s.WriteString("\n\n" + t)
 		}
-		if len(m.ResponseFormat) > 0 {
+		if pyTruthy(m.ResponseFormat) {
 			j, err := pyJSON(m.ResponseFormat)
 			if err != nil {
 				return fmt.Errorf("response_format: %w", err)
@@ -344,6 +344,37 @@ func renderMessage(b *strings.Builder, i int, msgs []cmsg, o DSV4Options, drop b
 		}
 	}
 	return nil
+}
+
+// pyTruthy is Python's truth value of the parsed JSON: the reference writes a
+// response_format only `if response_format:`, so {} or null adds nothing. Text
+// that is not JSON counts as true, so that pyJSON reports it.
+func pyTruthy(raw json.RawMessage) bool {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return true
+	}
+	switch v := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return v
+	case string:
+		return v != ""
+	case json.Number:
+		f, err := strconv.ParseFloat(v.String(), 64)
+		return err != nil || f != 0
+	case map[string]any:
+		return len(v) > 0
+	case []any:
+		return len(v) > 0
+	}
+	return true
 }
 
 // renderTools is render_tools: each entry's "function" object as one JSON line.

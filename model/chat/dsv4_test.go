@@ -10,8 +10,9 @@ import (
 )
 
 // The expected strings below are worked out by hand from encoding_dsv4.py
-// (render_message, merge_tool_messages, _drop_thinking_messages, encode_messages); the
-// release's gold files (tests/test_output_*.txt) were not available to compare against.
+// (render_message, merge_tool_messages, _drop_thinking_messages, encode_messages). The
+// release's own gold files (encoding/tests/test_output_{1..4}.txt) and expectations
+// another project rendered with the Python encoder are checked in dsv4_gold_test.go.
 
 const (
 	bos, eos  = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
@@ -76,6 +77,9 @@ func TestEncodeChatConversations(t *testing.T) {
 				usr + "<tool_result>X</tool_result>\n\n<tool_result>Y</tool_result>" + asst + "</think>"},
 		{"open assistant turn", []DSV4Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "partial", NoEOS: true}},
 			DSV4Options{}, bos + usr + "hi" + asst + "</think>partial"},
+		{"empty response_format adds nothing", []DSV4Message{{Role: "system", Content: "S", ResponseFormat: json.RawMessage(` {} `)},
+			{Role: "developer", Content: "D", ResponseFormat: json.RawMessage(`null`)}}, DSV4Options{},
+			bos + "S" + usr + "D" + asst + "</think>"},
 	} {
 		got, err := EncodeDSV4(c.msgs, c.o)
 		if err != nil {
@@ -102,6 +106,22 @@ func TestEncodeChatRejects(t *testing.T) {
 	} {
 		if _, err := EncodeDSV4(c.msgs, c.o); !errors.Is(err, ErrDSV4) {
 			t.Errorf("%+v: err %v, want ErrDSV4", c.msgs, err)
+		}
+	}
+}
+
+func TestPyTruthy(t *testing.T) {
+	for _, c := range []struct {
+		raw  string
+		want bool
+	}{
+		{"", false}, {"null", false}, {"false", false}, {"true", true}, {`""`, false}, {`"x"`, true},
+		{"0", false}, {"-0.0", false}, {"0e5", false}, {"1e400", true}, {"2", true},
+		{"{}", false}, {" { } ", false}, {`{"a": null}`, true}, {"[]", false}, {"[0]", true},
+		{"{not json", true}, // left to pyJSON to refuse
+	} {
+		if got := pyTruthy(json.RawMessage(c.raw)); got != c.want {
+			t.Errorf("pyTruthy(%q) = %v, want %v", c.raw, got, c.want)
 		}
 	}
 }
