@@ -239,8 +239,8 @@ func (s *ExpertSet) checkWeights(k ExpertKey, w ExpertWeights) error {
 }
 
 // Add uploads an expert's weights, in the dtype SetWeightDType chose or else as given. An
-// MXFP4 expert given to a card without MXFP4 kernels (Alloc refuses the dtype: the cann
-// backend today) is dequantised to bf16 on the host and held so, 3.8× the packed size;
+// MXFP4 expert given to a card without MXFP4 buffers (Alloc refuses the dtype; both
+// backends here hold them, see ascend.Supports) is dequantised to bf16 on the host and held so, 3.8× the packed size;
 // the values are the same (E2M1·2^k is exact in bf16), so results do not change. On any
 // error nothing is kept on the card.
 func (s *ExpertSet) Add(k ExpertKey, w ExpertWeights) error {

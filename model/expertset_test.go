@@ -214,8 +214,8 @@ func quantExpert(t testing.TB, rng *rand.Rand, dt ascend.DType, hidden, inter in
 	return w
 }
 
-// noMXCard is a card without MXFP4 kernels, as the cann backend is today: its Alloc refuses
-// the dtype with ErrDType.
+// noMXCard is a card without MXFP4 buffers (a backend that does not support the dtype): its
+// Alloc refuses it with ErrDType.
 type noMXCard struct{ ascend.Card }
 
 func (c noMXCard) Alloc(dt ascend.DType, shape ...int) (ascend.Buffer, error) {

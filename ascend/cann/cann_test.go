@@ -35,8 +35,9 @@ func TestConformance(t *testing.T) {
 	ascendtest.RunAll(t, backend(t))
 }
 
-// TestNoLeaks: after cards open, load weights, work and close 100 times, the emulator holds
-// no device or host allocations, executors or tensors, and no worker goroutine is left.
+// TestNoLeaks: after cards open, load weights (bf16, I8, MXFP4), work and close 100 times,
+// the emulator holds no device or host allocations, executors or tensors, and no worker
+// goroutine is left.
 func TestNoLeaks(t *testing.T) {
 	if !acl.Emulated {
 		t.Skip("needs the emulator's counters")
@@ -64,6 +65,7 @@ func TestNoLeaks(t *testing.T) {
 		if err := c.Free(w); err != nil { // unload an expert, keep the card
 			t.Fatal(err)
 		}
+		quantCycle(t, c)
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -77,6 +79,38 @@ func TestNoLeaks(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > goroutines {
 		t.Errorf("%d goroutines after 100 open/close cycles, %d before", n, goroutines)
+	}
+}
+
+// quantCycle loads an I8 and an MXFP4 expert, runs them (their dequantisation scratch, and
+// the MXFP4 decode tables the card keeps until Close) and unloads the I8 one.
+func quantCycle(t *testing.T, c ascend.Card) {
+	t.Helper()
+	x, err := c.Alloc(ascend.F32, 3, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.Alloc(ascend.F32, 3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := make([]ascend.Buffer, 2)
+	for i, dt := range []ascend.DType{ascend.I8, ascend.MXFP4} {
+		if ws[i], err = c.Alloc(dt, 2, 32); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WriteF32(ws[i], 0, make([]float32, 64)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.GroupedMatmul(o, x, ws, []int64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReadF32(o, make([]float32, 6)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Free(ws[0]); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -93,6 +93,7 @@ type card struct {
 	glHost   acl.Ptr // pinned group-list buffer, reusable once glEvent completed
 	glCap    int
 	glEvent  acl.Event
+	mxTab    *buffer // MXFP4 decode tables (quant.go), made on first use
 }
 
 type buffer struct {
@@ -103,11 +104,22 @@ type buffer struct {
 	block int64 // device block size (0: no device memory)
 	ptr   acl.Ptr
 	freed bool
+
+	// Quantised buffers (quant.go): the storage layout, and where the scales start on the
+	// device (the values' end rounded up, so the scale tensors are aligned).
+	ql       ascend.QuantLayout
+	scaleOff int64
 }
 
 func (b *buffer) DType() ascend.DType { return b.dt }
 func (b *buffer) Shape() []int        { return slices.Clone(b.shape) }
-func (b *buffer) Bytes() int64        { return int64(b.n) * int64(b.dt.Size()) }
+
+func (b *buffer) Bytes() int64 {
+	if b.dt.Quantized() {
+		return b.ql.Bytes()
+	}
+	return int64(b.n) * int64(b.dt.Size())
+}
 
 func (b *buffer) rows() (r, c int, ok bool) {
 	if len(b.shape) != 2 {
@@ -249,10 +261,10 @@ func (c *card) Alloc(dt ascend.DType, shape ...int) (ascend.Buffer, error) {
 	}
 	defer c.mu.Unlock()
 	if dt.Quantized() {
-		// aclnnGroupedMatmulV5 has an A16W8 mode (antiquantScale) that could run I8, but the
-		// emulator does not model it yet; refusing is what ascend.Supports reports.
-		return nil, fmt.Errorf("%w: cann card %d: Alloc %v: quantised weights are not supported by the cann backend yet",
-			ascend.ErrDType, c.id, dt)
+		// Held in their quantised layout and dequantised on the device per GroupedMatmul
+		// (quant.go): aclnnGroupedMatmulV5's own A16W8 mode needs f16/bf16 activations,
+		// which the f32 contract cannot take (docs/cann.md §4).
+		return c.allocQuant(dt, shape)
 	}
 	if dt.Size() == 0 {
 		return nil, fmt.Errorf("%w: cann card %d: Alloc %v", ascend.ErrDType, c.id, dt)
@@ -407,6 +419,9 @@ func (c *card) Write(b ascend.Buffer, off int, data []byte) error {
 	if err != nil {
 		return err
 	}
+	if bb.dt.Quantized() {
+		return c.wrap("Write", c.writeQuant(bb, off, data))
+	}
 	size := bb.dt.Size()
 	if len(data)%size != 0 {
 		return fmt.Errorf("%w: Write: %d bytes are not whole %v elements", ascend.ErrShape, len(data), bb.dt)
@@ -456,6 +471,9 @@ func (c *card) WriteF32(b ascend.Buffer, off int, src []float32) error {
 	if err != nil {
 		return err
 	}
+	if bb.dt.Quantized() {
+		return c.wrap("WriteF32", c.writeQuantF32(bb, off, src))
+	}
 	if err := span("WriteF32", bb, off, len(src)); err != nil {
 		return err
 	}
@@ -474,6 +492,9 @@ func (c *card) ReadF32(b ascend.Buffer, dst []float32) error {
 	}
 	if err := span("ReadF32", bb, 0, len(dst)); err != nil {
 		return err
+	}
+	if bb.dt.Quantized() {
+		return c.wrap("ReadF32", c.readQuant(bb, dst))
 	}
 	return c.wrap("ReadF32", c.do(func() error {
 		raw, err := c.d2h(bb, len(dst)*bb.dt.Size())
@@ -523,6 +544,10 @@ func (c *card) Close() error {
 		c.release(b)
 	}
 	err := c.do(func() error {
+		if c.mxTab != nil {
+			c.devRelease(c.mxTab.ptr, c.mxTab.block)
+			c.mxTab = nil
+		}
 		err := c.releaseCache()
 		if !c.stage.IsNil() {
 			err = errors.Join(err, acl.FreeHost(c.stage))

@@ -49,8 +49,8 @@ func (c *card) Matmul(out, x, w ascend.Buffer) error {
 	if err != nil {
 		return err
 	}
-	if xb.dt != ob.dt || wb.dt != ob.dt {
-		return fmt.Errorf("%w: %s: out %v, x %v and w %v must share a dtype", ascend.ErrDType, op, ob.dt, xb.dt, wb.dt)
+	if xb.dt != ob.dt || wb.dt != ob.dt || ob.dt.Quantized() {
+		return fmt.Errorf("%w: %s: out %v, x %v and w %v must share a float dtype", ascend.ErrDType, op, ob.dt, xb.dt, wb.dt)
 	}
 	if ob == xb || ob == wb {
 		return fmt.Errorf("%w: %s: out is also an input", ascend.ErrInvalid, op)
@@ -110,7 +110,7 @@ func (c *card) RMSNorm(out, x, gamma ascend.Buffer, eps float32) error {
 	if err != nil {
 		return err
 	}
-	if ob.dt != xb.dt || (gb.dt != xb.dt && gb.dt != ascend.F32) {
+	if ob.dt != xb.dt || (gb.dt != xb.dt && gb.dt != ascend.F32) || xb.dt.Quantized() {
 		return fmt.Errorf("%w: %s: out %v, x %v, gamma %v", ascend.ErrDType, op, ob.dt, xb.dt, gb.dt)
 	}
 	m, h, ok := xb.rows()
@@ -169,6 +169,9 @@ func (c *card) GatingTopKSoftmax(logits ascend.Buffer, k int, experts []int32, w
 	lb, err := c.lookup(op, "logits", logits)
 	if err != nil {
 		return err
+	}
+	if lb.dt.Quantized() {
+		return fmt.Errorf("%w: %s: logits are %v, want a float dtype", ascend.ErrDType, op, lb.dt)
 	}
 	rows, e, ok := lb.rows()
 	if !ok || e == 0 {

@@ -22,6 +22,13 @@
 //     needs aclnnClamp on the gate/up halves first.
 //   - ScatterAdd: host fallback, because the contract is bit-exact sequential float32
 //     order and aclnn's scatter/index-add kernels accumulate in an unspecified order.
+//   - Quantised weights (I8, MXFP4; quant.go): held on the device in their quantised
+//     layout (values, then scales at an aligned offset) and dequantised to f32 scratch per
+//     GroupedMatmul with aclnnCast, aclnnMul and (MXFP4) aclnnEmbedding lookups, exactly
+//     (the same f32 weights ReadF32 gives), then multiplied like f32 weights.
+//     aclnnGroupedMatmulV5's A16W8 antiquant mode would skip the scratch but takes
+//     f16/bf16 activations only, and CANN documents no weight-only MXFP4 mode
+//     (docs/cann.md §4).
 //
 // Beyond ascend.Ops every card implements Dense (dense.go): Matmul (aclnnMatmul, the
 // weight as a transposed view), RMSNorm (aclnnRmsNorm with its mandatory rstd output in

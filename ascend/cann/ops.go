@@ -152,7 +152,8 @@ func (c *card) gmm(ob, xb *buffer, ws []*buffer, counts []int64, m, k, n int) (e
 			err = errors.Join(err, gl.Destroy())
 		}
 	}()
-	// Weights as [K, N] views over [N, K] storage; bf16/f16 widened to f32 first.
+	// Weights as [K, N] views over [N, K] storage; bf16/f16 widened to f32 first, I8 and
+	// MXFP4 dequantised to f32 (quant.go).
 	for _, w := range ws {
 		data := w.ptr
 		if w.dt != ascend.F32 && n*k > 0 {
@@ -160,7 +161,12 @@ func (c *card) gmm(ob, xb *buffer, ws []*buffer, counts []int64, m, k, n int) (e
 			if err != nil {
 				return err
 			}
-			if err := c.cast(t, w, scratch, n, k); err != nil {
+			if w.dt.Quantized() {
+				err = c.dequant(w, scratch, n, k)
+			} else {
+				err = c.cast(t, w, scratch, n, k)
+			}
+			if err != nil {
 				return err
 			}
 			data = scratch

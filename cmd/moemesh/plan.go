@@ -69,7 +69,7 @@ func newPlan(_ *globals) *cobra.Command {
 	f.StringVar(&mem, "card-memory", "64GiB", "memory of one card")
 	f.StringVar(&resv, "reserve", "0", "memory kept free on each card for activations and workspace")
 	f.IntVar(&o.Replicas, "replicas", 2, "replicas per expert in the replicated placement (each on a different card)")
-	f.StringVar(&o.DType, "dtype", "shipped", "expert bytes as a daemon holds them: shipped (as stored: MXFP4 experts packed, what a cpu card holds), bf16 (dequantised: FP8 experts, and MXFP4 on a card without MXFP4 such as cann), f32, or i8 (W8A16: a byte a weight + a f32 scale a row)")
+	f.StringVar(&o.DType, "dtype", "shipped", "expert bytes as a daemon holds them: shipped (as stored: MXFP4 experts packed, what a cpu card holds), bf16 (dequantised: FP8 experts, and MXFP4 on a card without MXFP4 buffers), f32, or i8 (W8A16: a byte a weight + a f32 scale a row)")
 	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	return c
 }

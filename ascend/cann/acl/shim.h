@@ -9,6 +9,8 @@
 #include <aclnnop/aclnn_matmul.h>
 #include <aclnnop/aclnn_rms_norm.h>
 #include <aclnnop/aclnn_moe_gating_top_k_softmax.h>
+#include <aclnnop/aclnn_mul.h>
+#include <aclnnop/aclnn_embedding.h>
 #else
 #include "acl_subset.h"
 #endif

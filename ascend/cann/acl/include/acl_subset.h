@@ -5,7 +5,8 @@
  * Pinned to CANN 8.0.0 (commercial 8.0 / community 8.0.RC3 headers: acl/acl_base.h,
  * acl/acl_rt.h, aclnn/acl_meta.h, aclnnop/aclnn_grouped_matmul_v5.h, aclnnop/aclnn_swi_glu.h,
  * aclnnop/aclnn_cast.h, aclnnop/aclnn_matmul.h, aclnnop/aclnn_rms_norm.h,
- * aclnnop/aclnn_moe_gating_top_k_softmax.h). aclnnGroupedMatmulV5 first ships in 8.0; its prototype is unchanged
+ * aclnnop/aclnn_moe_gating_top_k_softmax.h, aclnnop/aclnn_mul.h, aclnnop/aclnn_embedding.h).
+ * aclnnGroupedMatmulV5 first ships in 8.0; its prototype is unchanged
  * through 8.5. Enum values and error codes are the ones of those headers.
  *
  * Two implementations export these symbols: the real toolkit (libascendcl, libnnopbase,
@@ -209,6 +210,16 @@ aclnnStatus aclnnMoeGatingTopKSoftmaxGetWorkspaceSize(const aclTensor *x, const 
                                                       uint64_t *workspaceSize, aclOpExecutor **executor);
 aclnnStatus aclnnMoeGatingTopKSoftmax(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor,
                                       aclrtStream stream);
+
+/* Element-wise out = self · other with broadcasting (aclnn_mul.h). */
+aclnnStatus aclnnMulGetWorkspaceSize(const aclTensor *self, const aclTensor *other, aclTensor *out,
+                                     uint64_t *workspaceSize, aclOpExecutor **executor);
+aclnnStatus aclnnMul(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor, aclrtStream stream);
+
+/* out[i…, :] = weight[indices[i…], :]; indices INT32/INT64, out has one dim more (aclnn_embedding.h). */
+aclnnStatus aclnnEmbeddingGetWorkspaceSize(const aclTensor *weight, const aclTensor *indices, const aclTensor *out,
+                                           uint64_t *workspaceSize, aclOpExecutor **executor);
+aclnnStatus aclnnEmbedding(void *workspace, uint64_t workspaceSize, aclOpExecutor *executor, aclrtStream stream);
 
 #ifdef __cplusplus
 }

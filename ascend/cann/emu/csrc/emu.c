@@ -18,7 +18,8 @@
  *   - aclGetRecentErrMsg returns and clears a per-thread message.
  * Everything is guarded by one mutex; kernels run single-threaded when a stream drains.
  * Ops: GroupedMatmulV5, SwiGlu and Cast here; Matmul, RmsNorm and MoeGatingTopKSoftmax in
- * dense_ops.inc.c, which this file includes (one translation unit, shared static helpers).
+ * dense_ops.inc.c; Mul, Embedding, the integer casts and GroupedMatmulV5's A16W8 mode in
+ * quant_ops.inc.c. This file includes both (one translation unit, shared static helpers).
  */
 #include "../../acl/include/acl_subset.h"
 
@@ -813,7 +814,7 @@ static int tensor_mem_ok(const struct aclTensor *t) {
 }
 
 /* ---------- executors ---------- */
-enum { OP_GMM = 1, OP_SWIGLU, OP_CAST, OP_MATMUL, OP_RMSNORM, OP_GATING };
+enum { OP_GMM = 1, OP_SWIGLU, OP_CAST, OP_MATMUL, OP_RMSNORM, OP_GATING, OP_MUL, OP_EMBEDDING };
 struct aclOpExecutor {
     unsigned magic;
     int op;
@@ -821,6 +822,7 @@ struct aclOpExecutor {
     struct aclOpExecutor *next;
     /* GMM */
     struct aclTensor x, out, gl, *w;
+    struct aclTensor *as, *ao; /* A16W8: per-group [N] antiquant scale and offset (NULL: none) */
     int nw, has_gl;
     int64_t glType;
     /* SwiGlu / Cast (a, b); Matmul (a·b → c); RmsNorm (a, gamma b → c, rstd d);
@@ -848,6 +850,8 @@ static struct aclOpExecutor *new_exec(int op, uint64_t ws) {
 static void free_exec(struct aclOpExecutor *e) {
     e->magic = 0;
     free(e->w);
+    free(e->as);
+    free(e->ao);
     free(e);
     nexec--;
 }
@@ -928,6 +932,11 @@ EXPORT aclnnStatus aclDestroyAclOpExecutor(aclOpExecutor *ex) {
 }
 
 /* ---------- GroupedMatmulV5 ---------- */
+/* defined in quant_ops.inc.c */
+static double loadd(const struct aclTensor *t, int64_t idx);
+static void stored(const struct aclTensor *t, int64_t idx, double v);
+static int gmm_antiquant(struct aclOpExecutor *e, const aclTensorList *scale, const aclTensorList *offset, int w3d, int E,
+                         int64_t N, aclDataType xdt, const char *name);
 EXPORT aclnnStatus aclnnGroupedMatmulV5GetWorkspaceSize(
     const aclTensorList *x, const aclTensorList *weight, const aclTensorList *biasOptional,
     const aclTensorList *scaleOptional, const aclTensorList *offsetOptional,
@@ -942,10 +951,9 @@ EXPORT aclnnStatus aclnnGroupedMatmulV5GetWorkspaceSize(
     (void)tuningConfigOptional;
     if (!x || !weight || !out || !workspaceSize || !executor) return fail(ACLNN_ERR_PARAM_NULLPTR, "%s: x, weight, out, workspaceSize and executor are required", name);
     if (x->magic != MAGIC_TLIST || weight->magic != MAGIC_TLIST || out->magic != MAGIC_TLIST) return fail(ACLNN_ERR_PARAM_INVALID, "%s: not a tensor list", name);
-    if (biasOptional || scaleOptional || offsetOptional || antiquantScaleOptional || antiquantOffsetOptional ||
-        perTokenScaleOptional || activationInputOptional || activationQuantScaleOptional ||
-        activationQuantOffsetOptional || activationFeatureOutOptional || dynQuantScaleOutOptional)
-        return fail(ACLNN_ERR_PARAM_INVALID, "%s: bias, quantisation and activation inputs are not emulated (pass NULL)", name);
+    if (biasOptional || scaleOptional || offsetOptional || perTokenScaleOptional || activationInputOptional ||
+        activationQuantScaleOptional || activationQuantOffsetOptional || activationFeatureOutOptional || dynQuantScaleOutOptional)
+        return fail(ACLNN_ERR_PARAM_INVALID, "%s: bias, full quantisation and activation inputs are not emulated (pass NULL)", name);
     if (groupType != 0) return fail(ACLNN_ERR_PARAM_INVALID, "%s: groupType %lld: only 0 (split M) is emulated", name, (long long)groupType);
     if (splitItem != 2 && splitItem != 3) return fail(ACLNN_ERR_PARAM_INVALID, "%s: splitItem %lld: only single-tensor output (2, 3) is emulated", name, (long long)splitItem);
     if (actType != 0) return fail(ACLNN_ERR_PARAM_INVALID, "%s: actType %lld: only 0 (none) is emulated", name, (long long)actType);
@@ -960,6 +968,14 @@ EXPORT aclnnStatus aclnnGroupedMatmulV5GetWorkspaceSize(
     if (X->ndim != 2 || Y->ndim != 2) return fail(ACLNN_ERR_INNER_TILING_ERROR, "%s: x and out must be 2-D", name);
     aclDataType dt = X->dt;
     if (!is_float(dt) || Y->dt != dt) return fail(ACLNN_ERR_PARAM_INVALID, "%s: x and out must share a float dtype (x %d, out %d)", name, X->dt, Y->dt);
+    /* A16W8 (quant_ops.inc.c): INT8 weights with a per-channel antiquantScale. */
+    int a16w8 = tensor_ok(weight->t[0]) && weight->t[0]->dt == ACL_INT8;
+    if (!a16w8 && (antiquantScaleOptional || antiquantOffsetOptional))
+        return fail(ACLNN_ERR_PARAM_INVALID, "%s: antiquantScale/antiquantOffset need INT8 weights (A16W8; A16W4 is not emulated)", name);
+    if (a16w8 && dt == ACL_FLOAT)
+        return fail(ACLNN_ERR_PARAM_INVALID, "%s: A16W8 takes x and out in FLOAT16 or BFLOAT16, not FLOAT", name);
+    if (a16w8 && groupListType == 2)
+        return fail(ACLNN_ERR_PARAM_INVALID, "%s: A16W8 takes groupListType 0 or 1", name);
     if (X->fmt != ACL_FORMAT_ND || Y->fmt != ACL_FORMAT_ND) return fail(ACLNN_ERR_PARAM_INVALID, "%s: only ACL_FORMAT_ND is emulated", name);
     if (X->strides[1] != 1 && X->dims[1] > 1) return fail(ACLNN_ERR_PARAM_INVALID, "%s: x may not be transposed", name);
     int64_t M = X->dims[0], K = X->dims[1], N = Y->dims[1];
@@ -970,7 +986,7 @@ EXPORT aclnnStatus aclnnGroupedMatmulV5GetWorkspaceSize(
     for (int g = 0; g < E; g++) {
         const struct aclTensor *W = w3d ? weight->t[0] : weight->t[g];
         if (!tensor_ok(W)) { free(ws); return fail(ACLNN_ERR_PARAM_NULLPTR, "%s: weight[%d] is NULL", name, g); }
-        if (W->dt != dt) { free(ws); return fail(ACLNN_ERR_PARAM_INVALID, "%s: weight[%d] dtype %d, x dtype %d: they must match", name, g, W->dt, dt); }
+        if (W->dt != (a16w8 ? ACL_INT8 : dt)) { free(ws); return fail(ACLNN_ERR_PARAM_INVALID, "%s: weight[%d] dtype %d, x dtype %d: they must match (or all be INT8 for A16W8)", name, g, W->dt, dt); }
         if (W->fmt != ACL_FORMAT_ND) { free(ws); return fail(ACLNN_ERR_PARAM_INVALID, "%s: weight[%d] format %d: only ND is emulated", name, g, W->fmt); }
         struct aclTensor v = *W;
         if (w3d) { /* slice group g of [E, K, N] */
@@ -996,6 +1012,16 @@ EXPORT aclnnStatus aclnnGroupedMatmulV5GetWorkspaceSize(
     e->out = *Y;
     e->w = ws;
     e->nw = E;
+    if (a16w8) {
+        int rc = gmm_antiquant(e, antiquantScaleOptional, antiquantOffsetOptional, w3d, E, N, dt, name);
+        if (rc) {
+            pthread_mutex_lock(&mu);
+            take_exec(e, OP_GMM);
+            free_exec(e);
+            pthread_mutex_unlock(&mu);
+            return rc;
+        }
+    }
     if (groupListOptional) e->gl = *groupListOptional, e->has_gl = 1;
     e->glType = groupListType;
     *workspaceSize = e->ws;
@@ -1038,12 +1064,15 @@ static int gmm_run(struct aclOpExecutor *e, char *err, size_t errn) {
         start[g] = row, cnt[g] = v; /* type 2: rows [row, row+v) use weight gi */
         for (int64_t r = row; r < row + v; r++) {
             const struct aclTensor *W = &e->w[gi];
-            if (!tensor_mem_ok(W)) { snprintf(err, errn, "aclnnGroupedMatmulV5: weight %lld not in live device memory", (long long)gi); rc = ACL_ERROR_RT_AICORE_EXCEPTION; break; }
+            const struct aclTensor *S = e->as ? &e->as[gi] : NULL, *O = e->ao ? &e->ao[gi] : NULL;
+            if (!tensor_mem_ok(W) || (S && !tensor_mem_ok(S)) || (O && !tensor_mem_ok(O))) { snprintf(err, errn, "aclnnGroupedMatmulV5: weight %lld or its antiquant parameters not in live device memory", (long long)gi); rc = ACL_ERROR_RT_AICORE_EXCEPTION; break; }
             for (int64_t n = 0; n < N; n++) {
-                double acc = 0;
-                for (int64_t k = 0; k < K; k++)
-                    acc += (double)loadf(&e->x, r * e->x.strides[0] + k * e->x.strides[1]) *
-                           (double)loadf(W, k * W->strides[0] + n * W->strides[1]);
+                double acc = 0, sc = S ? loadf(S, n * S->strides[0]) : 1, of = O ? loadf(O, n * O->strides[0]) : 0;
+                for (int64_t k = 0; k < K; k++) {
+                    double w = loadd(W, k * W->strides[0] + n * W->strides[1]);
+                    if (S) w = (w + of) * sc;
+                    acc += (double)loadf(&e->x, r * e->x.strides[0] + k * e->x.strides[1]) * w;
+                }
                 storef(&e->out, r * e->out.strides[0] + n * e->out.strides[1], (float)acc);
             }
         }
@@ -1104,7 +1133,9 @@ EXPORT aclnnStatus aclnnCastGetWorkspaceSize(const aclTensor *self, const aclDat
     const char *name = "aclnnCastGetWorkspaceSize";
     if (!self || !out || !workspaceSize || !executor) return fail(ACLNN_ERR_PARAM_NULLPTR, "%s: NULL argument", name);
     if (!tensor_ok(self) || !tensor_ok(out)) return fail(ACLNN_ERR_PARAM_INVALID, "%s: not a tensor", name);
-    if (!is_float(self->dt) || !is_float(dtype) || out->dt != dtype) return fail(ACLNN_ERR_PARAM_INVALID, "%s: only float16/bfloat16/float32 casts are emulated, out dtype must be dtype", name);
+    int from_int = self->dt == ACL_INT8 || self->dt == ACL_UINT8 || self->dt == ACL_INT32;
+    if (!(is_float(self->dt) || from_int) || !(is_float(dtype) || (from_int && dtype == ACL_INT32)) || out->dt != dtype)
+        return fail(ACLNN_ERR_PARAM_INVALID, "%s: emulated casts are float16/bfloat16/float32 to each other and int8/uint8/int32 to those or int32 (got %d to %d); out dtype must be dtype", name, self->dt, dtype);
     if (self->ndim != out->ndim) return fail(ACLNN_ERR_PARAM_INVALID, "%s: shapes differ", name);
     for (int i = 0; i < self->ndim; i++)
         if (self->dims[i] != out->dims[i]) return fail(ACLNN_ERR_PARAM_INVALID, "%s: shapes differ", name);
@@ -1125,13 +1156,14 @@ EXPORT aclnnStatus aclnnCast(void *workspace, uint64_t workspaceSize, aclOpExecu
 static int cast_run(struct aclOpExecutor *e, char *err, size_t errn) {
     if (!tensor_mem_ok(&e->a) || !tensor_mem_ok(&e->b)) { snprintf(err, errn, "aclnnCast: tensors not in live device memory"); return ACL_ERROR_RT_AICORE_EXCEPTION; }
     int64_t n = numel(&e->a);
-    for (int64_t li = 0; li < n; li++) storef(&e->b, view_index(&e->b, li), loadf(&e->a, view_index(&e->a, li)));
+    for (int64_t li = 0; li < n; li++) stored(&e->b, view_index(&e->b, li), loadd(&e->a, view_index(&e->a, li)));
     return 0;
 }
 
 /* The dense-path and gating ops live in their own file but in this translation unit, so
    they share the static tensor, executor and launch helpers above. */
 #include "dense_ops.inc.c"
+#include "quant_ops.inc.c"
 
 static int run_kernel(struct aclOpExecutor *e, char *err, size_t errn) {
     switch (e->op) {
@@ -1141,6 +1173,8 @@ static int run_kernel(struct aclOpExecutor *e, char *err, size_t errn) {
     case OP_MATMUL: return matmul_run(e, err, errn);
     case OP_RMSNORM: return rmsnorm_run(e, err, errn);
     case OP_GATING: return gating_run(e, err, errn);
+    case OP_MUL: return mul_run(e, err, errn);
+    case OP_EMBEDDING: return embedding_run(e, err, errn);
     }
     snprintf(err, errn, "unknown kernel");
     return ACL_ERROR_RT_INTERNAL_ERROR;
