@@ -29,14 +29,12 @@ type MoELayer struct {
 	shared *ExpertSet
 	sgate  []float32
 
-	// Scratch, reused across calls; a layer serves one step at a time.
-	routing Routing
-	logits  []float32
-	routed  []float32
-	sh      []float32
-	shW     []float32
-	rowPtr  []int32
-	zeros   []int32
+	// own is the call Forward and Route use; micro-batches bring their own (see Start).
+	own MoECall
+	// Shared-expert batch, used only while a call starts.
+	rowPtr []int32
+	zeros  []int32
+	shW    []float32
 }
 
 // NewMoELayer places a layer's gate and shared expert on card (the router's card).
@@ -99,19 +97,23 @@ func (l *MoELayer) Spec() GateSpec { return l.spec }
 // Route computes the routing of x ([T, hidden]) without running experts. The result is
 // valid until the next call on l.
 func (l *MoELayer) Route(x []float32, tokenIDs []int32) (Routing, error) {
+	return l.route(x, tokenIDs, &l.own)
+}
+
+func (l *MoELayer) route(x []float32, tokenIDs []int32, c *MoECall) (Routing, error) {
 	t := len(x) / l.hidden
 	if len(x) != t*l.hidden {
 		return Routing{}, fmt.Errorf("%w: %d values are not rows of %d", ascend.ErrShape, len(x), l.hidden)
 	}
 	e := l.spec.Experts
-	l.logits = resize(l.logits, t*e)
-	if err := l.matmul(l.logits, x, t, e, l.gate); err != nil {
+	c.logits = resize(c.logits, t*e)
+	if err := l.matmul(c.logits, x, t, e, l.gate); err != nil {
 		return Routing{}, err
 	}
-	if err := l.spec.Route(l.logits, t, tokenIDs, &l.routing); err != nil {
+	if err := l.spec.Route(c.logits, t, tokenIDs, &c.routing); err != nil {
 		return Routing{}, fmt.Errorf("layer %d: %w", l.Index, err)
 	}
-	return l.routing, nil
+	return c.routing, nil
 }
 
 // matmul: out [t, n] = x [t, hidden] · wᵀ on the layer's card.
@@ -149,34 +151,77 @@ func (l *MoELayer) matmul(out, x []float32, t, n int, w ascend.Buffer) (err erro
 // hash-routed layers. The shared expert runs on the router's card while the routed experts
 // run wherever experts puts them.
 func (l *MoELayer) Forward(ctx context.Context, x []float32, tokenIDs []int32, experts Experts, out []float32) error {
+	if err := l.Start(ctx, x, tokenIDs, experts, out, &l.own); err != nil {
+		return err
+	}
+	return l.own.Wait()
+}
+
+// MoECall is one MoE layer call in flight: its routing, the routed experts' output and the
+// shared expert's. A micro-batch keeps one and passes it to every layer's Start, so two
+// micro-batches can each have a layer's experts out at the same time.
+type MoECall struct {
+	l       *MoELayer
+	routing Routing
+	logits  []float32
+	routed  []float32
+	sh      []float32
+	out     []float32
+	done    chan error
+	shErr   error
+	flying  bool
+}
+
+// Start routes x, sends the routed experts off (they run in a goroutine that Wait joins)
+// and computes the shared expert meanwhile; Wait finishes what Forward does. x and out
+// must stay untouched until Wait returns. On an error nothing is in flight.
+func (l *MoELayer) Start(ctx context.Context, x []float32, tokenIDs []int32, experts Experts, out []float32, c *MoECall) error {
+	if c.flying {
+		return fmt.Errorf("%w: layer %d: a MoE call started twice without Wait", ErrRouting, l.Index)
+	}
 	if len(out) != len(x) {
 		return fmt.Errorf("%w: output holds %d values for %d inputs", ascend.ErrShape, len(out), len(x))
 	}
-	r, err := l.Route(x, tokenIDs)
+	r, err := l.route(x, tokenIDs, c)
 	if err != nil {
 		return err
 	}
-	t := len(x) / l.hidden
-	l.routed = resize(l.routed, len(x))
-	done := make(chan error, 1)
-	go func() { done <- experts.Forward(ctx, l.Index, x, l.hidden, r, l.routed) }()
-	shErr := l.sharedForward(x, t)
-	if err := <-done; err != nil {
+	if c.done == nil {
+		c.done = make(chan error, 1)
+	}
+	c.l, c.out, c.flying = l, out, true
+	c.routed = resize(c.routed, len(x))
+	routed := c.routed
+	go func() { c.done <- experts.Forward(ctx, l.Index, x, l.hidden, r, routed) }()
+	c.shErr = l.sharedForward(x, len(x)/l.hidden, c)
+	return nil
+}
+
+// Wait waits for the routed experts of the started call and writes the layer's output.
+// It is a no-op on a call that is not in flight.
+func (c *MoECall) Wait() error {
+	if !c.flying {
+		return nil
+	}
+	err := <-c.done
+	c.flying = false
+	l := c.l
+	if err != nil {
 		return fmt.Errorf("layer %d routed experts: %w", l.Index, err)
 	}
-	if shErr != nil {
-		return fmt.Errorf("layer %d shared expert: %w", l.Index, shErr)
+	if c.shErr != nil {
+		return fmt.Errorf("layer %d shared expert: %w", l.Index, c.shErr)
 	}
-	copy(out, l.routed)
+	copy(c.out, c.routed)
 	if l.shared != nil {
-		for i, v := range l.sh {
-			out[i] += v
+		for i, v := range c.sh {
+			c.out[i] += v
 		}
 	}
 	return nil
 }
 
-func (l *MoELayer) sharedForward(x []float32, t int) error {
+func (l *MoELayer) sharedForward(x []float32, t int, c *MoECall) error {
 	if l.shared == nil {
 		return nil
 	}
@@ -201,6 +246,6 @@ func (l *MoELayer) sharedForward(x []float32, t int) error {
 			l.shW[tok] = float32(1 / (1 + math.Exp(-float64(dot))))
 		}
 	}
-	l.sh = resize(l.sh, len(x))
-	return l.shared.Compute(Batch{Layer: l.Index, X: x, RowPtr: l.rowPtr, Experts: l.zeros, Weights: l.shW}, false, l.sh)
+	c.sh = resize(c.sh, len(x))
+	return l.shared.Compute(Batch{Layer: l.Index, X: x, RowPtr: l.rowPtr, Experts: l.zeros, Weights: l.shW}, false, c.sh)
 }

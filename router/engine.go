@@ -49,6 +49,10 @@ type EngineConfig struct {
 	// NoExpress turns off express steps (a new interactive request's prompt in a step of
 	// its own, see express.go): every step is then filled by weight alone.
 	NoExpress bool
+	// MicroBatchRows: a step of at least this many rows and two or more sequences runs as
+	// two micro-batches, one computing attention while the other's experts are out
+	// (decoder.ForwardSplit); 0 never splits. Worth it when experts are remote.
+	MicroBatchRows int
 }
 
 func (c *EngineConfig) defaults() error {
@@ -107,6 +111,7 @@ type Stats struct {
 	Queued, Resident                int
 	Steps, PromptTokens, GenTokens  int64
 	ExpressSteps                    int64            // steps of new interactive prompts only (express.go)
+	SplitSteps                      int64            // steps run as two micro-batches
 	Finished                        map[string]int64 // by finish reason
 	KV                              nn.KVStats
 	Tenants                         map[string]int64 // tokens served

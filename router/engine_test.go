@@ -184,32 +184,41 @@ func prompt(n int, seed int32) []int32 {
 }
 
 // Continuous batching with small steps (prompts chunked, decodes mixed in, more sequences
-// than a step takes) gives every request exactly its solo greedy tokens.
+// than a step takes) gives every request exactly its solo greedy tokens, with steps whole
+// and with steps cut into two micro-batches.
 func TestEngineMatchesSolo(t *testing.T) {
-	l := tinyLM(t)
-	e := startEngine(t, EngineConfig{StepTokens: 9, MaxBatch: 3, MaxSeqs: 5})
-	c := newCollector()
-	const n = 12
-	lens := []int{1, 5, 17, 3, 30, 8, 2, 11}
-	for i, ln := range lens {
-		id := fmt.Sprint("r", i)
-		if _, err := e.Submit(request(id, fmt.Sprint("t", i%3), prompt(ln, int32(i)), n), c.emit(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, ln := range lens {
-		got, last := c.wait(t, fmt.Sprint("r", i))
-		want := l.solo(t, prompt(ln, int32(i)), n)
-		if !slices.Equal(got, want) {
-			t.Errorf("request %d (prompt %d): %v, solo %v", i, ln, got, want)
-		}
-		if last.Finish != proto.FinishLength || last.Usage != (proto.Usage{Prompt: int32(ln), Completion: n}) {
-			t.Errorf("request %d: finish %q usage %+v", i, last.Finish, last.Usage)
-		}
-	}
-	<-e.Idle()
-	if st := e.Stats(); st.KV.InUse != 0 || st.KV.Reserved != 0 || st.Finished[proto.FinishLength] != int64(len(lens)) {
-		t.Fatalf("after all finished: %+v", st)
+	for _, micro := range []int{0, 2} {
+		t.Run(fmt.Sprint("micro-batch-rows=", micro), func(t *testing.T) {
+			l := tinyLM(t)
+			e := startEngine(t, EngineConfig{StepTokens: 9, MaxBatch: 3, MaxSeqs: 5, MicroBatchRows: micro})
+			c := newCollector()
+			const n = 12
+			lens := []int{1, 5, 17, 3, 30, 8, 2, 11}
+			for i, ln := range lens {
+				id := fmt.Sprint("r", i)
+				if _, err := e.Submit(request(id, fmt.Sprint("t", i%3), prompt(ln, int32(i)), n), c.emit(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, ln := range lens {
+				got, last := c.wait(t, fmt.Sprint("r", i))
+				want := l.solo(t, prompt(ln, int32(i)), n)
+				if !slices.Equal(got, want) {
+					t.Errorf("request %d (prompt %d): %v, solo %v", i, ln, got, want)
+				}
+				if last.Finish != proto.FinishLength || last.Usage != (proto.Usage{Prompt: int32(ln), Completion: n}) {
+					t.Errorf("request %d: finish %q usage %+v", i, last.Finish, last.Usage)
+				}
+			}
+			<-e.Idle()
+			st := e.Stats()
+			if st.KV.InUse != 0 || st.KV.Reserved != 0 || st.Finished[proto.FinishLength] != int64(len(lens)) {
+				t.Fatalf("after all finished: %+v", st)
+			}
+			if split := st.SplitSteps > 0; split != (micro > 0) {
+				t.Fatalf("micro-batch rows %d: %d of %d steps split", micro, st.SplitSteps, st.Steps)
+			}
+		})
 	}
 }
 

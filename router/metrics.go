@@ -22,7 +22,7 @@ type Collector struct {
 	mesh   *Mesh // nil: experts in process
 	labels prometheus.Labels
 
-	queued, resident, kv, steps, express, tokens, finished, tenant, lastRows *prometheus.Desc
+	queued, resident, kv, steps, express, split, tokens, finished, tenant, lastRows *prometheus.Desc
 	// mesh series
 	latency, bytes, inflight, retries, hedges, pairs, expertTokens, cards, byReplicas, replicas *prometheus.Desc
 }
@@ -38,6 +38,7 @@ func NewCollector(e *Engine, constLabels prometheus.Labels) *Collector {
 		kv:       d("kv_bytes", "KV cache bytes: budget (0 unlimited), reserved by resident sequences, in use in blocks.", "state"),
 		steps:    d("steps_total", "Forward steps run."),
 		express:  d("express_steps_total", "Steps that ran only new interactive prompts (express steps), counted in steps_total too."),
+		split:    d("split_steps_total", "Steps run as two micro-batches (--micro-batch-rows), counted in steps_total too."),
 		tokens:   d("tokens_total", "Tokens: prompt tokens of finished prefills and generated tokens.", "kind"),
 		finished: d("finished_total", "Requests finished, by reason.", "reason"),
 		tenant:   d("tenant_tokens_total", "Tokens processed (prompt and generated) per tenant.", "tenant"),
@@ -57,7 +58,7 @@ func NewCollector(e *Engine, constLabels prometheus.Labels) *Collector {
 }
 
 func (c *Collector) descs() []*prometheus.Desc {
-	ds := []*prometheus.Desc{c.queued, c.resident, c.kv, c.steps, c.express, c.tokens, c.finished, c.tenant, c.lastRows}
+	ds := []*prometheus.Desc{c.queued, c.resident, c.kv, c.steps, c.express, c.split, c.tokens, c.finished, c.tenant, c.lastRows}
 	if c.mesh != nil {
 		ds = append(ds, c.latency, c.bytes, c.inflight, c.retries, c.hedges, c.pairs, c.expertTokens, c.cards, c.byReplicas, c.replicas)
 	}
@@ -88,6 +89,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.lastRows, float64(s.LastStepRows))
 	n(c.steps, float64(s.Steps))
 	n(c.express, float64(s.ExpressSteps))
+	n(c.split, float64(s.SplitSteps))
 	n(c.tokens, float64(s.PromptTokens), "prompt")
 	n(c.tokens, float64(s.GenTokens), "generated")
 	for r, v := range s.Finished {

@@ -89,13 +89,27 @@ func (e *Engine) step(ctx context.Context, resident []*job) []*job {
 		}
 	}
 	rows := len(rowTenants)
+	split := 0
+	if e.cfg.MicroBatchRows > 0 {
+		counts := make([]int, len(tokens))
+		for i, t := range tokens {
+			counts[i] = len(t)
+		}
+		split = model.SplitRows(counts, e.cfg.MicroBatchRows)
+	}
 	fctx, experts, stepSpan := e.traceStep(ctx, jobs, rows)
-	err := e.cfg.Decoder.Forward(WithTenants(fctx, rowTenants), seqs, tokens, experts, logits)
+	if stepSpan != nil && split > 0 {
+		stepSpan.SetAttributes(tracing.Split.Int(split))
+	}
+	err := e.cfg.Decoder.ForwardSplit(WithTenants(fctx, rowTenants), seqs, tokens, experts, logits, split)
 	if stepSpan != nil {
 		endSpan(stepSpan, err)
 	}
 	e.mu.Lock()
 	e.stats.Steps++
+	if split > 0 {
+		e.stats.SplitSteps++
+	}
 	e.stats.LastStepRows, e.stats.LastStepSequences = rows, len(jobs)
 	for i, j := range jobs {
 		e.fair.charge(j.tenant, len(tokens[i]))

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 
+	"github.com/moemesh/moemesh/model"
 	"github.com/moemesh/moemesh/proto"
 )
 
@@ -15,17 +16,19 @@ func WithTenants(ctx context.Context, tenants []string) context.Context {
 	return context.WithValue(ctx, tenantsKey{}, tenants)
 }
 
-// tenantHeader is the Moe-Tenant value for batch b whose row i is step token rows[i], or
-// "" when ctx names no tenants.
+// tenantHeader is the Moe-Tenant value for batch b whose row i is the call's token
+// rows[i], or "" when ctx names no tenants. A micro-batch's call row r is step row
+// model.FirstRow(ctx)+r.
 func tenantHeader(ctx context.Context, b *proto.ExpertBatch, rows []int32) string {
 	tenants, _ := ctx.Value(tenantsKey{}).([]string)
 	if len(tenants) == 0 {
 		return ""
 	}
+	first := model.FirstRow(ctx)
 	pairs := map[string]int{}
 	for i, tok := range rows {
-		if int(tok) < len(tenants) {
-			pairs[tenants[tok]] += int(b.RowPtr[i+1] - b.RowPtr[i])
+		if r := first + int(tok); r < len(tenants) {
+			pairs[tenants[r]] += int(b.RowPtr[i+1] - b.RowPtr[i])
 		}
 	}
 	return proto.FormatTenantPairs(pairs)

@@ -107,6 +107,7 @@ var (
 	Router          = attribute.Key("moe.router")
 	Sequences       = attribute.Key("moe.step.sequences")
 	StepTokens      = attribute.Key("moe.step.tokens")
+	Split           = attribute.Key("moe.step.split") // sequences in the first of two micro-batches
 	Experts         = attribute.Key("moe.experts")
 	Batches         = attribute.Key("moe.batches")
 	Attempt         = attribute.Key("moe.attempt")

@@ -27,7 +27,7 @@ func newBenchGenerate(g *globals) *cobra.Command {
 		daemons, prompt, maxTokens, rounds int
 		batches                            []int
 		ef                                 engineFlags
-		traceOverhead                      bool
+		traceOverhead, compareSplit        bool
 		traceSample                        float64
 	)
 	c := &cobra.Command{
@@ -45,7 +45,11 @@ The summary line compares decode tok/s at the largest batch.
 With --trace-overhead the mesh router runs alone, with tracing off and on in alternate
 runs (the order flips every round): on is a real SDK tracer provider at --trace-detail with
 --trace-sample parent-based ratio sampling and a batching exporter that drops the spans,
-so what is measured is what tracing costs the router and daemons, not a collector.`,
+so what is measured is what tracing costs the router and daemons, not a collector.
+
+With --compare-split two mesh routers run: one stepping every batch whole, one cutting
+steps of --micro-batch-rows rows or more into two micro-batches (one computes attention
+while the other's experts are out); the tokens must be the same.`,
 		Example: `  moemesh bench generate --model builtin:small --batch 1,16
   moemesh bench generate --model builtin:small --batch 16 --trace-overhead --trace-sample 0.1 --rounds 7`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -75,9 +79,18 @@ so what is measured is what tracing costs the router and daemons, not a collecto
 				return err
 			}
 			ways := []string{"local", "mesh"}
-			if traceOverhead {
+			switch {
+			case traceOverhead && compareSplit:
+				return fmt.Errorf("--trace-overhead and --compare-split are two different comparisons: pick one")
+			case traceOverhead:
 				ways = []string{"off", "on"}
+			case compareSplit:
+				if ec.MicroBatchRows == 0 {
+					return fmt.Errorf("--compare-split needs --micro-batch-rows above 0")
+				}
+				ways = []string{"whole", "split"}
 			}
+			paired := traceOverhead || compareSplit
 			engines := map[string]*router.Engine{}
 			runCtx, stop := context.WithCancel(ctx)
 			var wg sync.WaitGroup
@@ -87,7 +100,11 @@ so what is measured is what tracing costs the router and daemons, not a collecto
 					engines[way] = engines["off"]
 					continue
 				}
-				r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: way == "local", Engine: ec, IgnoreEOS: true, Logger: log})
+				wec := ec
+				if way == "whole" || (way == "mesh" && compareSplit) {
+					wec.MicroBatchRows = 0
+				}
+				r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: way == "local", Engine: wec, IgnoreEOS: true, Logger: log})
 				if err != nil {
 					return err
 				}
@@ -141,7 +158,7 @@ so what is measured is what tracing costs the router and daemons, not a collecto
 				var ratios []float64                        // b/a within one round: drift between rounds cancels
 				for round := 0; round < rounds+1; round++ { // round 0 warms up
 					order := ways
-					if traceOverhead && round%2 == 1 { // drift on a shared machine hits both ways alike
+					if paired && round%2 == 1 { // drift on a shared machine hits both ways alike
 						order = []string{b, a}
 					}
 					for _, way := range order {
@@ -173,6 +190,10 @@ so what is measured is what tracing costs the router and daemons, not a collecto
 				fmt.Printf("trace-overhead: off_tps=%.1f on_tps=%.1f on/off=%.3f paired_median=%.3f spans=%d\n", lastA, lastB, lastB/lastA, lastPaired, spans.Spans())
 				return nil
 			}
+			if compareSplit {
+				fmt.Printf("micro-batches: whole_tps=%.1f split_tps=%.1f split/whole=%.3f paired_median=%.3f\n", lastA, lastB, lastB/lastA, lastPaired)
+				return nil
+			}
 			fmt.Printf("generate: local_tps=%.1f mesh_tps=%.1f mesh/local=%.2f\n", lastA, lastB, lastB/lastA)
 			return nil
 		},
@@ -186,6 +207,7 @@ so what is measured is what tracing costs the router and daemons, not a collecto
 	f.IntVar(&rounds, "rounds", 3, "timed rounds per batch and way (after one warm-up)")
 	f.BoolVar(&traceOverhead, "trace-overhead", false, "compare tracing off and on (mesh router only) instead of local and mesh experts")
 	f.Float64Var(&traceSample, "trace-sample", 0.1, "with --trace-overhead: the ratio of requests sampled")
+	f.BoolVar(&compareSplit, "compare-split", false, "compare mesh steps run whole and as two micro-batches (--micro-batch-rows) instead of local and mesh experts")
 	ef.register(f)
 	return c
 }

@@ -23,6 +23,7 @@ import (
 type engineFlags struct {
 	kvMemory                               string
 	maxSeqs, maxBatch, stepTokens, tenantQ int
+	microBatchRows                         int
 	deadline                               time.Duration
 	traceDetail                            string
 }
@@ -33,6 +34,7 @@ func (f *engineFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.maxBatch, "max-batch", 32, "sequences stepped together")
 	fs.IntVar(&f.stepTokens, "step-tokens", 512, "tokens per step: prompt chunks and decode tokens together")
 	fs.IntVar(&f.tenantQ, "tenant-queue", 64, "waiting requests per tenant (beyond: 429)")
+	fs.IntVar(&f.microBatchRows, "micro-batch-rows", 0, "run a step of at least this many rows (and 2+ sequences) as two micro-batches, one computing attention while the other's experts are on the mesh (0: never; ignored with --local)")
 	fs.DurationVar(&f.deadline, "deadline", 10*time.Minute, "default deadline of a generation")
 	fs.StringVar(&f.traceDetail, "trace-detail", envOr("MOEMESH_TRACE_DETAIL", "request"), "spans per sampled request: request, layer (steps, MoE layers, cards) or op (plus the daemons' compute) (env MOEMESH_TRACE_DETAIL)")
 }
@@ -45,12 +47,16 @@ func (f *engineFlags) config() (router.EngineConfig, error) {
 			return router.EngineConfig{}, fmt.Errorf("--kv-memory: %w", err)
 		}
 	}
+	if f.microBatchRows < 0 {
+		return router.EngineConfig{}, fmt.Errorf("--micro-batch-rows %d: want 0 (never) or a row count", f.microBatchRows)
+	}
 	detail, err := tracing.ParseDetail(f.traceDetail)
 	if err != nil {
 		return router.EngineConfig{}, fmt.Errorf("--trace-detail: %w", err)
 	}
 	return router.EngineConfig{KVBudget: int64(kv), MaxSeqs: f.maxSeqs, MaxBatch: f.maxBatch,
-		StepTokens: f.stepTokens, TenantQueue: f.tenantQ, Deadline: f.deadline, TraceDetail: detail}, nil
+		StepTokens: f.stepTokens, TenantQueue: f.tenantQ, Deadline: f.deadline, TraceDetail: detail,
+		MicroBatchRows: f.microBatchRows}, nil
 }
 
 func newRouter(g *globals) *cobra.Command {

@@ -21,13 +21,18 @@ import (
 type forwarder[S any] interface {
 	Config() *model.Config
 	NewSequence(capacity int) (S, error)
-	Forward(ctx context.Context, seqs []S, tokens [][]int32, experts model.Experts, logits [][]float32) error
+	ForwardSplit(ctx context.Context, seqs []S, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error
 	Close() error
 }
 
 // greedy generates n tokens after prompt, one decode step at a time, and returns the
 // tokens and the logits of every generated step.
 func greedy[S any, M forwarder[S]](ctx context.Context, m M, experts model.Experts, prompts [][]int32, n int) ([][]int32, [][][]float32, error) {
+	return greedySplit(ctx, m, experts, prompts, n, 0)
+}
+
+// greedySplit is greedy with every step cut into two micro-batches after sequence split.
+func greedySplit[S any, M forwarder[S]](ctx context.Context, m M, experts model.Experts, prompts [][]int32, n, split int) ([][]int32, [][][]float32, error) {
 	vocab := m.Config().Vocab
 	seqs := make([]S, len(prompts))
 	step := make([][]int32, len(prompts))
@@ -42,7 +47,7 @@ func greedy[S any, M forwarder[S]](ctx context.Context, m M, experts model.Exper
 		seqs[i], step[i], logits[i] = s, p, make([]float32, vocab)
 	}
 	for t := 0; t < n; t++ {
-		if err := m.Forward(ctx, seqs, step, experts, logits); err != nil {
+		if err := m.ForwardSplit(ctx, seqs, step, experts, logits, split); err != nil {
 			return nil, nil, fmt.Errorf("step %d: %w", t, err)
 		}
 		for i := range seqs {
@@ -147,10 +152,29 @@ func checkGenerate[S any, M forwarder[S]](t *testing.T, arch string, load func(*
 		}
 	}
 	// Eight sequences of different lengths batched through the mesh: each equals its
-	// solo local run.
+	// solo local run, with steps whole and cut into two micro-batches (two mesh calls of
+	// a layer in flight at once).
 	batchTok, _, err := greedy(ctx, m, meshExperts, prompts, n)
 	if err != nil {
 		t.Fatal(err)
+	}
+	splitTok, splitLogits, err := greedySplit(ctx, m, meshExperts, prompts, n, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, batchLogits, err := greedy(ctx, m, local, prompts, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range prompts {
+		for s := range batchLogits[i] {
+			if d, _ := stack.Diff(splitLogits[i][s], batchLogits[i][s]); d != 0 {
+				t.Fatalf("sequence %d step %d: micro-batched mesh logits differ from local by %g", i, s, d)
+			}
+		}
+	}
+	if fmt.Sprint(splitTok) != fmt.Sprint(batchTok) {
+		t.Fatalf("micro-batched mesh tokens %v, whole steps %v", splitTok, batchTok)
 	}
 	for i, p := range prompts {
 		solo, _, err := greedy(ctx, m, local, [][]int32{p}, n)

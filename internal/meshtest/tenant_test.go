@@ -52,7 +52,9 @@ func TestTenantReachesDaemons(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer release()
-	e, err := router.NewEngine(router.EngineConfig{Decoder: dec, Experts: experts, StepTokens: 16})
+	// Steps of 2+ rows run as two micro-batches: the second part's rows must still be
+	// charged to their own tenants.
+	e, err := router.NewEngine(router.EngineConfig{Decoder: dec, Experts: experts, StepTokens: 16, MicroBatchRows: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,12 +69,14 @@ func TestTenantReachesDaemons(t *testing.T) {
 	}
 	specs := []spec{{"acme", 9, 7}, {"acme", 30, 3}, {"beta", 4, 12}, {"b=c&d", 17, 5}}
 	fed := map[string]int64{}
-	for i, s := range specs {
+	dones := make([]chan proto.TokenEvent, len(specs))
+	for i, s := range specs { // all at once, so that steps batch several tenants
 		p := make([]int32, s.prompt)
 		for k := range p {
 			p[k] = int32(k*13+i) % int32(st.Model.Vocab)
 		}
 		done := make(chan proto.TokenEvent, 1)
+		dones[i] = done
 		req := &proto.GenerateRequest{V: proto.Version, ID: fmt.Sprint("r", i), Tenant: s.tenant, Prompt: p, MaxTokens: int32(s.limit), Inbox: "x"}
 		if _, err := e.Submit(req, func(ev *proto.TokenEvent) {
 			if ev.Finish != "" {
@@ -81,11 +85,21 @@ func TestTenantReachesDaemons(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		ev := <-done
+	}
+	for i, s := range specs {
+		var ev proto.TokenEvent
+		select {
+		case ev = <-dones[i]:
+		case <-ctx.Done():
+			t.Fatalf("request %d: %v", i, ctx.Err())
+		}
 		if ev.Finish == proto.FinishError {
 			t.Fatalf("request %d: %s", i, ev.ErrMsg)
 		}
 		fed[s.tenant] += int64(ev.Usage.Prompt + ev.Usage.Completion - 1)
+	}
+	if st := e.Stats(); st.SplitSteps == 0 {
+		t.Fatalf("no step of %d ran as two micro-batches", st.Steps)
 	}
 	per := int64(st.Model.TopK * len(st.Model.MoELayers()))
 	got := st.TenantPairs()

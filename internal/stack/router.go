@@ -139,6 +139,11 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (_ *Router, err error) {
 
 	ec := cfg.Engine
 	ec.Decoder, ec.Experts, ec.Tokenizer, ec.Logger = dec, experts, r.Tokenizer, cfg.Logger
+	if cfg.Local {
+		// In-process experts have no round trip to hide: two micro-batches would only
+		// compete for the same cores.
+		ec.MicroBatchRows = 0
+	}
 	for _, id := range r.Model.EOS {
 		ec.EOS = append(ec.EOS, int32(id))
 	}

@@ -31,6 +31,12 @@ type Decoder interface {
 	// private pool without a budget); over the pool's budget it fails with nn.ErrCacheFull.
 	NewSequence(pool *nn.KVPool, capacity int) (Sequence, error)
 	Forward(ctx context.Context, seqs []Sequence, tokens [][]int32, experts model.Experts, logits [][]float32) error
+	// ForwardSplit is Forward with the step cut into two micro-batches after sequence split
+	// (0 or len(seqs): one part) that go through the layers interleaved, one part's
+	// attention running while the other's routed experts are out (model.RunLayers). The
+	// logits are the same bits as Forward's; the second part's experts calls carry
+	// model.WithFirstRow.
+	ForwardSplit(ctx context.Context, seqs []Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error
 	// KVBytes is what a sequence of capacity tokens reserves in a pool of blockRows rows.
 	KVBytes(blockRows, capacity int) int64
 	Close() error
@@ -40,7 +46,7 @@ type Decoder interface {
 type family[S Sequence] interface {
 	Config() *model.Config
 	NewSequenceIn(pool *nn.KVPool, capacity int) (S, error)
-	Forward(ctx context.Context, seqs []S, tokens [][]int32, experts model.Experts, logits [][]float32) error
+	ForwardSplit(ctx context.Context, seqs []S, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error
 	KVWidths() (k, v int)
 	Close() error
 }
@@ -68,6 +74,10 @@ func (a adapter[S, M]) KVBytes(blockRows, capacity int) int64 {
 }
 
 func (a adapter[S, M]) Forward(ctx context.Context, seqs []Sequence, tokens [][]int32, experts model.Experts, logits [][]float32) error {
+	return a.ForwardSplit(ctx, seqs, tokens, experts, logits, 0)
+}
+
+func (a adapter[S, M]) ForwardSplit(ctx context.Context, seqs []Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error {
 	own := make([]S, len(seqs))
 	for i, s := range seqs {
 		o, ok := s.(S)
@@ -76,7 +86,7 @@ func (a adapter[S, M]) Forward(ctx context.Context, seqs []Sequence, tokens [][]
 		}
 		own[i] = o
 	}
-	return a.m.Forward(ctx, own, tokens, experts, logits)
+	return a.m.ForwardSplit(ctx, own, tokens, experts, logits, split)
 }
 
 // Load loads the dense part of a checkpoint onto card (the routed experts stay behind the

@@ -28,7 +28,7 @@ type Model struct {
 
 	mu     sync.Mutex
 	closed bool
-	s      scratch
+	s      [2]scratch // one per micro-batch (see ForwardSplit)
 }
 
 // scratch is the host memory of one step, grown to the largest step seen.
@@ -40,6 +40,7 @@ type scratch struct {
 	last, logits         []float32
 	rowPtr, zeros        []int32
 	ones                 []float32
+	moe                  model.MoECall
 }
 
 // Config is the model's configuration.
@@ -173,6 +174,13 @@ func (m *Model) validate(seqs []*Sequence, tokens [][]int32, logits [][]float32)
 // Invalid arguments return an error and change nothing. An error after the step started
 // (experts, card, cancelled ctx) leaves the step's sequences broken until Reset.
 func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32) error {
+	return m.ForwardSplit(ctx, seqs, tokens, experts, logits, 0)
+}
+
+// ForwardSplit is Forward with the step cut into two micro-batches, the first split
+// sequences and the rest (split 0 or len(seqs): one part), that go through the layers
+// interleaved (model.RunLayers); the results are the same bits as Forward's.
+func (m *Model) ForwardSplit(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -185,10 +193,14 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 	if err != nil {
 		return err
 	}
+	parts, err := model.Parts(ctx, seqs, tokens, rows, split)
+	if err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := m.step(ctx, seqs, tokens, experts, logits, rows); err != nil {
+	if err := m.step(parts, experts, logits); err != nil {
 		for _, s := range seqs {
 			s.broken = model.StepFailed(err)
 		}
@@ -201,52 +213,60 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 }
 
 // step is Forward after validation.
-func (m *Model) step(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, rows int) error {
-	cfg, p, s := m.cfg, &m.p, &m.s
+func (m *Model) step(parts []model.Part[*Sequence], experts model.Experts, logits [][]float32) error {
+	cfg, p := m.cfg, &m.p
 	H := cfg.Hidden
-	s.ids = s.ids[:0]
-	for _, t := range tokens {
-		s.ids = append(s.ids, t...)
-	}
-	s.h, s.x, s.o, s.ffn = grow(s.h, rows*H), grow(s.x, rows*H), grow(s.o, rows*H), grow(s.ffn, rows*H)
-	if err := m.embed.Lookup(s.h, s.ids); err != nil {
-		return err
-	}
-	for li := range m.layers {
-		if err := ctx.Err(); err != nil {
+	for k, pt := range parts {
+		s, rows := &m.s[k], pt.Rows
+		s.ids = s.ids[:0]
+		for _, t := range pt.Tokens {
+			s.ids = append(s.ids, t...)
+		}
+		s.h, s.x, s.o, s.ffn = grow(s.h, rows*H), grow(s.x, rows*H), grow(s.o, rows*H), grow(s.ffn, rows*H)
+		if err := m.embed.Lookup(s.h, s.ids); err != nil {
 			return err
 		}
-		ly := &m.layers[li]
-		nn.RMSNorm(s.x, s.h, ly.inNorm, p.eps, rows)
-		if err := m.attention(li, ly, seqs, tokens, rows); err != nil {
-			return fmt.Errorf("layer %d attention: %w", li, err)
+	}
+	err := model.RunLayers(parts[0].Ctx, len(m.layers), len(parts), func(li, k int) (*model.MoECall, error) {
+		pt, ly, s := &parts[k], &m.layers[li], &m.s[k]
+		nn.RMSNorm(s.x, s.h, ly.inNorm, p.eps, pt.Rows)
+		if err := m.attention(li, ly, s, pt.Seqs, pt.Tokens, pt.Rows); err != nil {
+			return nil, fmt.Errorf("layer %d attention: %w", li, err)
 		}
 		residual(s.h, s.o)
-		nn.RMSNorm(s.x, s.h, ly.postNorm, p.eps, rows)
-		if ly.moe != nil {
-			// Routed experts through the seam, shared expert on this card (MoELayer).
-			if err := ly.moe.Forward(ctx, s.x, s.ids, experts, s.ffn); err != nil {
-				return err
-			}
-		} else if err := m.denseForward(li, ly, rows); err != nil {
-			return err
+		nn.RMSNorm(s.x, s.h, ly.postNorm, p.eps, pt.Rows)
+		if ly.moe == nil {
+			return nil, m.denseForward(li, ly, s, pt.Rows)
 		}
-		residual(s.h, s.ffn)
+		// Routed experts through the seam, shared expert on this card (MoELayer).
+		if err := ly.moe.Start(pt.Ctx, s.x, s.ids, experts, s.ffn, &s.moe); err != nil {
+			return nil, err
+		}
+		return &s.moe, nil
+	}, func(k int) error { residual(m.s[k].h, m.s[k].ffn); return nil })
+	if err != nil {
+		return err
 	}
-	// Only each sequence's last new row needs the final norm and lm_head.
-	B := len(seqs)
-	s.last = grow(s.last, B*H)
-	off := 0
-	for i := range seqs {
-		off += len(tokens[i])
-		copy(s.last[i*H:(i+1)*H], s.h[(off-1)*H:off*H])
+	// Only each sequence's last new row needs the final norm and lm_head: gathered from
+	// every part into one batch.
+	B, s := len(logits), &m.s[0]
+	last := grow(m.s[1].last, B*H)
+	m.s[1].last = last
+	i := 0
+	for k, pt := range parts {
+		off := 0
+		for _, t := range pt.Tokens {
+			off += len(t)
+			copy(last[i*H:(i+1)*H], m.s[k].h[(off-1)*H:off*H])
+			i++
+		}
 	}
-	nn.RMSNorm(s.last, s.last, m.finalNorm, p.eps, B)
+	nn.RMSNorm(last, last, m.finalNorm, p.eps, B)
 	s.logits = grow(s.logits, B*cfg.Vocab)
-	if err := m.lmHead.Forward(s.logits, s.last, B); err != nil {
+	if err := m.lmHead.Forward(s.logits, last, B); err != nil {
 		return fmt.Errorf("lm_head: %w", err)
 	}
-	for i := range seqs {
+	for i := range logits {
 		copy(logits[i], s.logits[i*cfg.Vocab:(i+1)*cfg.Vocab])
 	}
 	return nil
@@ -266,8 +286,8 @@ func residual(h, y []float32) {
 //	kva = kv_a_proj_with_mqa x                               → [c_kv | k_pe]
 //	kv  = kv_b_proj(RMSNorm(c_kv))                           → per head [k_nope | v]
 //	k_h = [k_nope_h | rope(k_pe)], q_pe = rope(q_pe)          (k_pe shared by all heads)
-func (m *Model) attention(li int, ly *layer, seqs []*Sequence, tokens [][]int32, rows int) error {
-	p, s, a := &m.p, &m.s, &ly.attn
+func (m *Model) attention(li int, ly *layer, s *scratch, seqs []*Sequence, tokens [][]int32, rows int) error {
+	p, a := &m.p, &ly.attn
 	heads, nope, rp, vd, qk, lora := p.heads, p.nope, p.rope, p.vDim, p.qkDim, p.kvLora
 	qw, kw, vw, bw := heads*qk, heads*qk, heads*vd, nope+vd
 	s.q, s.att = grow(s.q, rows*qw), grow(s.att, rows*vw)
@@ -333,8 +353,7 @@ func (m *Model) attention(li int, ly *layer, seqs []*Sequence, tokens [][]int32,
 }
 
 // denseForward runs a dense layer's SwiGLU MLP on the card, every row with weight 1.
-func (m *Model) denseForward(li int, ly *layer, rows int) error {
-	s := &m.s
+func (m *Model) denseForward(li int, ly *layer, s *scratch, rows int) error {
 	s.rowPtr, s.zeros, s.ones = grow(s.rowPtr, rows+1), grow(s.zeros, rows), grow(s.ones, rows)
 	for i := range s.rowPtr {
 		s.rowPtr[i] = int32(i)

@@ -158,6 +158,13 @@ func (s *Sequence) Close() {
 // a prompt gives the same logits whether it is prefilled at once or fed one token at a
 // time, and a sequence's logits do not depend on its batch.
 func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32) error {
+	return m.ForwardSplit(ctx, seqs, tokens, experts, logits, 0)
+}
+
+// ForwardSplit is Forward with the step cut into two micro-batches, the first split
+// sequences and the rest (split 0 or len(seqs): one part), that go through the layers
+// interleaved (model.RunLayers); the results are the same bits as Forward's.
+func (m *Model) ForwardSplit(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -175,10 +182,14 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 	if err != nil {
 		return err
 	}
+	parts, err := model.Parts(ctx, seqs, tokens, rows, split)
+	if err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := m.step(ctx, seqs, tokens, experts, logits, rows); err != nil {
+	if err := m.step(parts, experts, logits); err != nil {
 		for _, s := range seqs {
 			s.broken = model.StepFailed(err)
 		}
@@ -190,68 +201,106 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 	return nil
 }
 
-func (m *Model) step(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, rows int) error {
-	cfg := m.cfg
-	H, hc := cfg.Hidden, cfg.HCMult
-	ids := make([]int32, 0, rows)
-	for _, t := range tokens {
-		ids = append(ids, t...)
-	}
-	// The residual is hc copies of the embedding (Transformer.forward).
-	X := make([]float32, rows*hc*H)
-	for t, id := range ids {
-		e := m.embed[int(id)*H : int(id+1)*H]
-		for j := range hc {
-			copy(X[(t*hc+j)*H:], e)
-		}
-	}
-	x, f := make([]float32, rows*H), make([]float32, rows*H)
-	mixes := make([]Mix, rows)
-	eps := float32(cfg.RMSEps)
-	for li := range m.layers {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		ly := &m.layers[li]
-		sub := func(h HC, norm []float32, run func() error) error {
-			for t := range rows {
-				u, mix, err := h.Pre(X[t*hc*H : (t+1)*hc*H])
-				if err != nil {
-					return err
-				}
-				copy(x[t*H:], u)
-				mixes[t] = mix
-			}
-			nn.RMSNorm(x, x, norm, eps, rows)
-			if err := run(); err != nil {
-				return err
-			}
-			for t := range rows {
-				y, err := Post(f[t*H:(t+1)*H], X[t*hc*H:(t+1)*hc*H], mixes[t])
-				if err != nil {
-					return err
-				}
-				copy(X[t*hc*H:], y)
-			}
-			return nil
-		}
-		if err := sub(ly.hcAttn, ly.attnNorm, func() error { return m.attention(li, seqs, tokens, x, f) }); err != nil {
-			return fmt.Errorf("layer %d attention: %w", li, err)
-		}
-		if err := sub(ly.hcFFN, ly.fNrm, func() error { return ly.moe.Forward(ctx, x, ids, experts, f) }); err != nil {
-			return fmt.Errorf("layer %d moe: %w", li, err)
-		}
-	}
-	off := 0
-	last := make([]float32, H)
-	for i := range seqs {
-		off += len(tokens[i])
-		u, err := m.hcHead.Head(X[(off-1)*hc*H : off*hc*H])
+// stream is one micro-batch's state through the layers: its token ids, the hc residual
+// streams X [rows, hc, H], the sublayer input x and output f [rows, H] and the mHC mixes
+// of the sublayer in progress.
+type stream struct {
+	ids   []int32
+	X     []float32
+	x, f  []float32
+	mixes []Mix
+	moe   model.MoECall
+}
+
+// pre writes the sublayer input: the hc streams mixed down by h's pre weights, normalised.
+func (m *Model) pre(st *stream, h HC, norm []float32) error {
+	H, hc := m.cfg.Hidden, m.cfg.HCMult
+	for t := range st.mixes {
+		u, mix, err := h.Pre(st.X[t*hc*H : (t+1)*hc*H])
 		if err != nil {
 			return err
 		}
-		nn.RMSNorm(last, u, m.norm, eps, 1)
-		m.head.apply(logits[i], last, 1)
+		copy(st.x[t*H:], u)
+		st.mixes[t] = mix
+	}
+	nn.RMSNorm(st.x, st.x, norm, float32(m.cfg.RMSEps), len(st.mixes))
+	return nil
+}
+
+// post mixes the sublayer output f back into the hc streams.
+func (m *Model) post(st *stream) error {
+	H, hc := m.cfg.Hidden, m.cfg.HCMult
+	for t, mix := range st.mixes {
+		y, err := Post(st.f[t*H:(t+1)*H], st.X[t*hc*H:(t+1)*hc*H], mix)
+		if err != nil {
+			return err
+		}
+		copy(st.X[t*hc*H:], y)
+	}
+	return nil
+}
+
+func (m *Model) step(parts []model.Part[*Sequence], experts model.Experts, logits [][]float32) error {
+	cfg := m.cfg
+	H, hc := cfg.Hidden, cfg.HCMult
+	streams := make([]stream, len(parts))
+	for k, pt := range parts {
+		st := &streams[k]
+		st.ids = make([]int32, 0, pt.Rows)
+		for _, t := range pt.Tokens {
+			st.ids = append(st.ids, t...)
+		}
+		// The residual is hc copies of the embedding (Transformer.forward).
+		st.X = make([]float32, pt.Rows*hc*H)
+		for t, id := range st.ids {
+			e := m.embed[int(id)*H : int(id+1)*H]
+			for j := range hc {
+				copy(st.X[(t*hc+j)*H:], e)
+			}
+		}
+		st.x, st.f, st.mixes = make([]float32, pt.Rows*H), make([]float32, pt.Rows*H), make([]Mix, pt.Rows)
+	}
+	err := model.RunLayers(parts[0].Ctx, len(m.layers), len(parts), func(li, k int) (*model.MoECall, error) {
+		pt, ly, st := &parts[k], &m.layers[li], &streams[k]
+		if err := m.pre(st, ly.hcAttn, ly.attnNorm); err != nil {
+			return nil, fmt.Errorf("layer %d attention: %w", li, err)
+		}
+		if err := m.attention(li, pt.Seqs, pt.Tokens, st.x, st.f); err != nil {
+			return nil, fmt.Errorf("layer %d attention: %w", li, err)
+		}
+		if err := m.post(st); err != nil {
+			return nil, fmt.Errorf("layer %d attention: %w", li, err)
+		}
+		if err := m.pre(st, ly.hcFFN, ly.fNrm); err != nil {
+			return nil, fmt.Errorf("layer %d moe: %w", li, err)
+		}
+		if err := ly.moe.Start(pt.Ctx, st.x, st.ids, experts, st.f, &st.moe); err != nil {
+			return nil, fmt.Errorf("layer %d moe: %w", li, err)
+		}
+		return &st.moe, nil
+	}, func(k int) error {
+		if err := m.post(&streams[k]); err != nil {
+			return fmt.Errorf("moe: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	last := make([]float32, H)
+	i := 0
+	for k, pt := range parts {
+		off := 0
+		for _, t := range pt.Tokens {
+			off += len(t)
+			u, err := m.hcHead.Head(streams[k].X[(off-1)*hc*H : off*hc*H])
+			if err != nil {
+				return err
+			}
+			nn.RMSNorm(last, u, m.norm, float32(cfg.RMSEps), 1)
+			m.head.apply(logits[i], last, 1)
+			i++
+		}
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ type Model struct {
 
 	mu     sync.Mutex
 	closed bool
-	s      scratch
+	s      [2]scratch // one per micro-batch (see ForwardSplit)
 }
 
 // scratch is the host memory of one step, grown to the largest step seen.
@@ -40,6 +40,7 @@ type scratch struct {
 	// Dense-layer batch: row r uses "expert" 0 with weight 1.
 	rowPtr, zeros []int32
 	ones          []float32
+	moe           model.MoECall
 }
 
 // Config is the model's configuration.
@@ -163,6 +164,14 @@ func (m *Model) validate(seqs []*Sequence, tokens [][]int32, logits [][]float32)
 // Invalid arguments return an error and change nothing. An error after the step started
 // (experts, card, cancelled ctx) leaves the step's sequences broken until Reset.
 func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32) error {
+	return m.ForwardSplit(ctx, seqs, tokens, experts, logits, 0)
+}
+
+// ForwardSplit is Forward with the step cut into two micro-batches, the first split
+// sequences and the rest (split 0 or len(seqs): one part), that go through the layers
+// interleaved (model.RunLayers); the results are the same bits as Forward's. The second
+// part's experts calls carry model.WithFirstRow.
+func (m *Model) ForwardSplit(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, split int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -175,10 +184,14 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 	if err != nil {
 		return err
 	}
+	parts, err := model.Parts(ctx, seqs, tokens, rows, split)
+	if err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := m.step(ctx, seqs, tokens, experts, logits, rows); err != nil {
+	if err := m.step(parts, experts, logits); err != nil {
 		for _, s := range seqs {
 			s.broken = model.StepFailed(err)
 		}
@@ -191,58 +204,66 @@ func (m *Model) Forward(ctx context.Context, seqs []*Sequence, tokens [][]int32,
 }
 
 // step is Forward after validation.
-func (m *Model) step(ctx context.Context, seqs []*Sequence, tokens [][]int32, experts model.Experts, logits [][]float32, rows int) error {
-	cfg, p, s := m.cfg, &m.p, &m.s
+func (m *Model) step(parts []model.Part[*Sequence], experts model.Experts, logits [][]float32) error {
+	cfg, p := m.cfg, &m.p
 	H, hd := cfg.Hidden, cfg.HeadDim
 	qw, kvw := cfg.Heads*hd, cfg.KVHeads*hd
-	s.ids = s.ids[:0]
-	for _, t := range tokens {
-		s.ids = append(s.ids, t...)
-	}
-	s.h, s.x, s.o, s.ffn = grow(s.h, rows*H), grow(s.x, rows*H), grow(s.o, rows*H), grow(s.ffn, rows*H)
-	s.q, s.att = grow(s.q, rows*qw), grow(s.att, rows*qw)
-	s.k, s.v = grow(s.k, rows*kvw), grow(s.v, rows*kvw)
-	if err := m.embed.Lookup(s.h, s.ids); err != nil {
-		return err
-	}
-	if p.embMul != 1 {
-		nn.Scale(s.h, p.embMul)
-	}
-	for li := range m.layers {
-		if err := ctx.Err(); err != nil {
+	for k, pt := range parts {
+		s, rows := &m.s[k], pt.Rows
+		s.ids = s.ids[:0]
+		for _, t := range pt.Tokens {
+			s.ids = append(s.ids, t...)
+		}
+		s.h, s.x, s.o, s.ffn = grow(s.h, rows*H), grow(s.x, rows*H), grow(s.o, rows*H), grow(s.ffn, rows*H)
+		s.q, s.att = grow(s.q, rows*qw), grow(s.att, rows*qw)
+		s.k, s.v = grow(s.k, rows*kvw), grow(s.v, rows*kvw)
+		if err := m.embed.Lookup(s.h, s.ids); err != nil {
 			return err
 		}
-		ly := &m.layers[li]
-		nn.RMSNorm(s.x, s.h, ly.inNorm, p.eps, rows)
-		if err := m.attention(li, ly, seqs, tokens, rows); err != nil {
-			return fmt.Errorf("layer %d attention: %w", li, err)
+		if p.embMul != 1 {
+			nn.Scale(s.h, p.embMul)
+		}
+	}
+	err := model.RunLayers(parts[0].Ctx, len(m.layers), len(parts), func(li, k int) (*model.MoECall, error) {
+		pt, ly, s := &parts[k], &m.layers[li], &m.s[k]
+		nn.RMSNorm(s.x, s.h, ly.inNorm, p.eps, pt.Rows)
+		if err := m.attention(li, ly, s, pt.Seqs, pt.Tokens, pt.Rows); err != nil {
+			return nil, fmt.Errorf("layer %d attention: %w", li, err)
 		}
 		residual(s.h, s.o, p.resMul)
-		nn.RMSNorm(s.x, s.h, ly.postNorm, p.eps, rows)
-		if ly.moe != nil {
-			// One call with every row of the step: the mesh's batch is the whole step.
-			if err := ly.moe.Forward(ctx, s.x, s.ids, experts, s.ffn); err != nil {
-				return err
-			}
-		} else if err := m.denseForward(li, ly, rows); err != nil {
-			return err
+		nn.RMSNorm(s.x, s.h, ly.postNorm, p.eps, pt.Rows)
+		if ly.moe == nil {
+			return nil, m.denseForward(li, ly, s, pt.Rows)
 		}
-		residual(s.h, s.ffn, p.resMul)
+		// One call with every row of the part: the mesh's batch is the whole part.
+		if err := ly.moe.Start(pt.Ctx, s.x, s.ids, experts, s.ffn, &s.moe); err != nil {
+			return nil, err
+		}
+		return &s.moe, nil
+	}, func(k int) error { residual(m.s[k].h, m.s[k].ffn, p.resMul); return nil })
+	if err != nil {
+		return err
 	}
-	// Only each sequence's last new row needs the final norm and lm_head.
-	B := len(seqs)
-	s.last = grow(s.last, B*H)
-	off := 0
-	for i := range seqs {
-		off += len(tokens[i])
-		copy(s.last[i*H:(i+1)*H], s.h[(off-1)*H:off*H])
+	// Only each sequence's last new row needs the final norm and lm_head: gathered from
+	// every part into one batch.
+	B, s := len(logits), &m.s[0]
+	last := grow(m.s[1].last, B*H)
+	m.s[1].last = last
+	i := 0
+	for k, pt := range parts {
+		off := 0
+		for _, t := range pt.Tokens {
+			off += len(t)
+			copy(last[i*H:(i+1)*H], m.s[k].h[(off-1)*H:off*H])
+			i++
+		}
 	}
-	nn.RMSNorm(s.last, s.last, m.finalNorm, p.eps, B)
+	nn.RMSNorm(last, last, m.finalNorm, p.eps, B)
 	s.logits = grow(s.logits, B*cfg.Vocab)
-	if err := m.lmHead.Forward(s.logits, s.last, B); err != nil {
+	if err := m.lmHead.Forward(s.logits, last, B); err != nil {
 		return fmt.Errorf("lm_head: %w", err)
 	}
-	for i := range seqs {
+	for i := range logits {
 		row := s.logits[i*cfg.Vocab : (i+1)*cfg.Vocab]
 		if p.logitDiv != 1 {
 			// Divided, not multiplied by the reciprocal, to round as HF does.
@@ -265,8 +286,8 @@ func residual(h, y []float32, mul float32) {
 
 // attention computes o = o_proj(Attn(x)) for all rows of the step, appending each
 // sequence's new keys and values to its cache.
-func (m *Model) attention(li int, ly *layer, seqs []*Sequence, tokens [][]int32, rows int) error {
-	cfg, p, s, a := m.cfg, &m.p, &m.s, &ly.attn
+func (m *Model) attention(li int, ly *layer, s *scratch, seqs []*Sequence, tokens [][]int32, rows int) error {
+	cfg, p, a := m.cfg, &m.p, &ly.attn
 	hd := cfg.HeadDim
 	qw, kvw := cfg.Heads*hd, cfg.KVHeads*hd
 	if err := a.q.Forward(s.q, s.x, rows); err != nil {
@@ -313,8 +334,7 @@ func (m *Model) attention(li int, ly *layer, seqs []*Sequence, tokens [][]int32,
 }
 
 // denseForward runs a dense layer's SwiGLU MLP on the card, every row with weight 1.
-func (m *Model) denseForward(li int, ly *layer, rows int) error {
-	s := &m.s
+func (m *Model) denseForward(li int, ly *layer, s *scratch, rows int) error {
 	if len(s.ones) != rows {
 		s.rowPtr, s.zeros, s.ones = make([]int32, rows+1), make([]int32, rows), make([]float32, rows)
 		for i := range s.rowPtr {
@@ -325,7 +345,7 @@ func (m *Model) denseForward(li int, ly *layer, rows int) error {
 		}
 	}
 	b := model.Batch{Layer: li, X: s.x, RowPtr: s.rowPtr, Experts: s.zeros, Weights: s.ones}
-	if err := ly.dense.Compute(b, false, m.s.ffn); err != nil {
+	if err := ly.dense.Compute(b, false, s.ffn); err != nil {
 		return fmt.Errorf("layer %d dense mlp: %w", li, err)
 	}
 	return nil
