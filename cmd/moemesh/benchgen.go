@@ -48,7 +48,7 @@ runs (the order flips every round): on is a real SDK tracer provider at --trace-
 so what is measured is what tracing costs the router and daemons, not a collector.
 
 With --compare-split two mesh routers run: one stepping every batch whole, one cutting
-steps of --micro-batch-rows rows or more into two micro-batches (one computes attention
+steps of --micro-batch-rows rows or more (default here: 2) into two micro-batches (one computes attention
 while the other's experts are out); the tokens must be the same.`,
 		Example: `  moemesh bench generate --model builtin:small --batch 1,16
   moemesh bench generate --model builtin:small --batch 16 --trace-overhead --trace-sample 0.1 --rounds 7`,
@@ -86,7 +86,7 @@ while the other's experts are out); the tokens must be the same.`,
 				ways = []string{"off", "on"}
 			case compareSplit:
 				if ec.MicroBatchRows == 0 {
-					return fmt.Errorf("--compare-split needs --micro-batch-rows above 0")
+					ec.MicroBatchRows = 2 // every step of two or more sequences
 				}
 				ways = []string{"whole", "split"}
 			}
@@ -208,7 +208,7 @@ while the other's experts are out); the tokens must be the same.`,
 	f.BoolVar(&traceOverhead, "trace-overhead", false, "compare tracing off and on (mesh router only) instead of local and mesh experts")
 	f.Float64Var(&traceSample, "trace-sample", 0.1, "with --trace-overhead: the ratio of requests sampled")
 	f.BoolVar(&compareSplit, "compare-split", false, "compare mesh steps run whole and as two micro-batches (--micro-batch-rows) instead of local and mesh experts")
-	ef.register(f)
+	ef.register(f, 0)
 	return c
 }
 

@@ -28,13 +28,15 @@ type engineFlags struct {
 	traceDetail                            string
 }
 
-func (f *engineFlags) register(fs *pflag.FlagSet) {
+// register adds the flags; microRows is --micro-batch-rows' default, which depends on
+// whether experts run on other cores than the router's (see docs/benchmarks.md).
+func (f *engineFlags) register(fs *pflag.FlagSet, microRows int) {
 	fs.StringVar(&f.kvMemory, "kv-memory", "1GiB", "KV cache budget of all sequences, e.g. 8GiB (0: unlimited)")
 	fs.IntVar(&f.maxSeqs, "max-seqs", 64, "sequences resident at once (holding KV cache)")
 	fs.IntVar(&f.maxBatch, "max-batch", 32, "sequences stepped together")
 	fs.IntVar(&f.stepTokens, "step-tokens", 512, "tokens per step: prompt chunks and decode tokens together")
 	fs.IntVar(&f.tenantQ, "tenant-queue", 64, "waiting requests per tenant (beyond: 429)")
-	fs.IntVar(&f.microBatchRows, "micro-batch-rows", 0, "run a step of at least this many rows (and 2+ sequences) as two micro-batches, one computing attention while the other's experts are on the mesh (0: never; ignored with --local)")
+	fs.IntVar(&f.microBatchRows, "micro-batch-rows", microRows, "run a step of at least this many rows (and 2+ sequences) as two micro-batches, one computing attention while the other's experts are on the mesh (0: never; ignored with --local)")
 	fs.DurationVar(&f.deadline, "deadline", 10*time.Minute, "default deadline of a generation")
 	fs.StringVar(&f.traceDetail, "trace-detail", envOr("MOEMESH_TRACE_DETAIL", "request"), "spans per sampled request: request, layer (steps, MoE layers, cards) or op (plus the daemons' compute) (env MOEMESH_TRACE_DETAIL)")
 }
@@ -170,7 +172,7 @@ func newRouter(g *globals) *cobra.Command {
 	f.Float64Var(&hedgeFactor, "hedge-factor", 0, "adaptive hedging: hedge after this many times the fastest card's median answer time (at least --hedge-after; 0: off), e.g. 4")
 	f.StringVar(&expertMetrics, "expert-metrics", "top-32", "per-(layer, expert) series on /metrics: off, top-N (the N most routed) or all")
 	f.StringVar(&device, "device", "cpu", "backend of the dense path's card: cpu or cann (needs -tags cann; norms, attention and gating run on the host, see docs/cann.md)")
-	ef.register(f)
+	ef.register(f, 16)
 	nf.register(f, mesh.RoleRouter, true, os.Getenv)
 	return c
 }

@@ -139,6 +139,6 @@ func newUp(g *globals) *cobra.Command {
 	f.StringVar(&tenantsPath, "tenants", os.Getenv("MOEMESH_TENANTS"), "tenants YAML file; empty: open gateway (env MOEMESH_TENANTS)")
 	f.IntVar(&daemons, "daemons", 2, "expert daemons (one cpu card each)")
 	f.IntVar(&replicas, "replicas", 0, "experts (the first N) replicated on every daemon")
-	ef.register(f)
+	ef.register(f, 0) // daemons share this process's cores: a split only competes for them
 	return c
 }
