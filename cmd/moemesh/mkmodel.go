@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,8 @@ func newMkmodel(g *globals) *cobra.Command {
 		Use:   "mkmodel",
 		Short: "Write a random-weight checkpoint in the exact Hugging Face layout of a model family",
 		Example: `  moemesh mkmodel --arch deepseek_v3 --preset tiny --out ./tiny-dsv3 --seed 7 --dtype bf16
-  moemesh mkmodel --arch deepseek_v3 --preset small --layers 2 --top-k 2 --skew 1.2 --out ./skewed`,
+  moemesh mkmodel --arch deepseek_v3 --preset small --layers 2 --top-k 2 --skew 1.2 --out ./skewed
+  moemesh mkmodel --arch deepseek_v4 --preset tiny --out ./tiny-dsv4`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
 				return fmt.Errorf("--out is required")
@@ -30,7 +32,7 @@ func newMkmodel(g *globals) *cobra.Command {
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.Arch, "arch", "qwen3_moe", "model family (model_type), e.g. qwen3_moe, mixtral, deepseek_v3")
+	f.StringVar(&o.Arch, "arch", "qwen3_moe", "model family (model_type): "+strings.Join(append(synth.Arches(), synth.ArchDeepseekV4), ", ")+" (deepseek_v4: native names, FP8 and MXFP4 tensors)")
 	f.StringVar(&o.Preset, "preset", "tiny", "size: tiny or small")
 	f.StringVar(&out, "out", "", "output directory")
 	f.Int64Var(&o.Seed, "seed", 1, "random seed (same seed, same bytes)")
