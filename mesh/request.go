@@ -65,10 +65,23 @@ func (e *requestError) Unwrap() []error {
 // wrap ErrNoResponders, ErrTimeout, ErrNotConnected or the nats.go error. Retryable tells
 // which are worth another attempt.
 func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) {
+	return RequestWithin(ctx, nc, msg, 0)
+}
+
+// RequestWithin is Request bounded also by timeout (0: only ctx's deadline). It is cheaper
+// than Request under a context.WithTimeout: the one context Request derives anyway (for a
+// lost connection's cancel) carries the bound too, so no second context, timer and cancel
+// func are made per attempt.
+func RequestWithin(ctx context.Context, nc *nats.Conn, msg *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
 	if msg == nil {
 		return nil, errors.New("mesh: Request: nil message")
 	}
 	dl, ok := ctx.Deadline()
+	if timeout > 0 {
+		if within := time.Now().Add(timeout); !ok || within.Before(dl) {
+			dl, ok = within, true
+		}
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: request on %s", ErrNoDeadline, msg.Subject)
 	}
@@ -289,13 +302,17 @@ func putWaiter(r *reqWaiter) {
 	}
 }
 
-// enter registers a Request about to wait on nc under ctx, whose deadline dl it stamps into
-// h (proto.HeaderDeadline, replacing any value). The waiter's ctx is the one to wait with;
-// leave unregisters it.
+// enter registers a Request about to wait on nc under ctx until dl (ctx's deadline or an
+// earlier one), which it stamps into h (proto.HeaderDeadline, replacing any value). The
+// waiter's ctx is the one to wait with; leave unregisters it.
 func (w *connWatch) enter(ctx context.Context, nc *nats.Conn, dl time.Time, h nats.Header) *reqWaiter {
 	r := getWaiter()
 	h[proto.HeaderDeadline] = r.stamp(dl.UnixNano())
-	r.ctx, r.cancel = context.WithCancel(ctx)
+	if own, ok := ctx.Deadline(); ok && !dl.Before(own) {
+		r.ctx, r.cancel = context.WithCancel(ctx) // no timer: ctx's own deadline is the bound
+	} else {
+		r.ctx, r.cancel = context.WithDeadline(ctx, dl)
+	}
 	r.lost.Store(false)
 	w.mu.Lock()
 	w.waiting[&r.waiter] = struct{}{}

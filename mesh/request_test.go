@@ -102,6 +102,40 @@ func TestRequest(t *testing.T) {
 		}
 	})
 
+	t.Run("within", func(t *testing.T) {
+		// The bound is the tighter of ctx's deadline and the timeout, and the responder is
+		// told that one.
+		ctx := timeout(t, 5*time.Second)
+		start := time.Now()
+		_, err := RequestWithin(ctx, nc, nats.NewMsg("svc.sink"), 200*time.Millisecond)
+		d := time.Since(start)
+		if !errors.Is(err, ErrTimeout) || !Retryable(err) || ctx.Err() != nil {
+			t.Fatalf("err = %v: want a retryable ErrTimeout with ctx still live", err)
+		}
+		if d < 150*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("timed out after %v, bound 200ms", d)
+		}
+		before := time.Now()
+		reply, err := RequestWithin(ctx, nc, nats.NewMsg("svc.echo"), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := strconv.ParseInt(reply.Header.Get(proto.HeaderDeadline), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stamped := time.Unix(0, got); stamped.Before(before.Add(time.Second)) || stamped.After(time.Now().Add(time.Second)) {
+			t.Fatalf("stamped deadline %v, want about 1s from the send (%v)", stamped, before)
+		}
+		dl, _ := ctx.Deadline()
+		if reply, err = RequestWithin(ctx, nc, nats.NewMsg("svc.echo"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if got := reply.Header.Get(proto.HeaderDeadline); got != strconv.FormatInt(dl.UnixNano(), 10) {
+			t.Fatalf("a timeout past ctx's deadline stamped %q, want ctx's %d", got, dl.UnixNano())
+		}
+	})
+
 	t.Run("service errors", func(t *testing.T) {
 		for _, c := range []struct {
 			subject   string

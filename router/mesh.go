@@ -640,8 +640,6 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 	if max := m.nc.MaxPayload(); int64(len(data)) > max-1024 {
 		return proto.Errorf(proto.CodeTooLarge, "batch of %d rows is %d bytes, the server takes %d", s.batch.Rows(), len(data), max)
 	}
-	actx, cancel := context.WithTimeout(ctx, m.cfg.AttemptTimeout)
-	defer cancel()
 	// The message is reused with the send; its headers start empty (a trace context or
 	// tenant list of an earlier step must not ride along). mesh.Request sets the deadline.
 	if s.msg == nil {
@@ -655,11 +653,12 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 		msg.Header.Set(proto.HeaderTenant, tenants)
 	}
 	rows := int64(s.batch.Rows())
-	actx, span := m.startAttempt(actx, s, msg, tenants)
+	// The attempt's timeout rides the one context mesh.RequestWithin derives anyway.
+	actx, span := m.startAttempt(ctx, s, msg, tenants)
 	s.card.inflight.Add(rows)
 	s.card.stats.sent.Add(int64(len(data)))
 	start := time.Now()
-	reply, err := mesh.Request(actx, m.nc, msg)
+	reply, err := mesh.RequestWithin(actx, m.nc, msg, m.cfg.AttemptTimeout)
 	s.card.inflight.Add(-rows)
 	if span != nil {
 		endSpan(span, err)
