@@ -90,8 +90,16 @@ func RequestWithin(ctx context.Context, nc *nats.Conn, msg *nats.Msg, timeout ti
 	}
 
 	w := watchOf(nc)
-	r := w.enter(ctx, nc, dl, msg.Header)
-	reply, err := nc.RequestMsgWithContext(r.ctx, msg)
+	r, err := w.enter(nc, dl, msg.Header)
+	if err != nil {
+		return nil, classify(msg.Subject, err)
+	}
+	msg.Reply = r.inbox
+	var reply *nats.Msg
+	if err = nc.PublishMsg(msg); err == nil {
+		reply, err = r.wait(ctx, dl)
+	}
+	msg.Reply = ""
 	if lost := w.leave(r); err != nil {
 		if lost && ctx.Err() == nil {
 			// The connection dropped while we waited: the reply cannot come (disconnect.go).
@@ -244,22 +252,28 @@ func plural(n int) string {
 }
 
 // A Request used to allocate its waiter, the waiter's map entry, a closure to unregister
-// it, and the deadline header's string and slice, on every send (issue 8: nothing of ours
-// allocates per dispatch). Waiters are now reused, and each carries the arenas the header
-// values are cut from. What is left is context.WithCancel's context and cancel func (and
-// the parent's children map): the wait must end on the caller's cancel and on a lost
-// connection, and only a derived context lets nats.go's select see both.
+// it, and the deadline header's string and slice, on every send; then a derived context
+// for nats.go's request to wait on (the caller's cancel, the attempt's deadline, a lost
+// connection), and nats.go's own per-request channel and token. Now each connection has
+// one reply subscription (its watch's inbox mux): a Request takes a reused waiter, cuts
+// its reply subject and deadline header from the waiter's arenas, publishes, and waits in
+// one select on the reply, the caller's ctx, the waiter's timer and a lost connection.
+// Nothing of that allocates per send (issue 8).
 
-// reqWaiter is a waiter with what one Request needs besides it. Reused: one Request holds
-// it at a time, so its fields need no lock; the connection's watch sees only the embedded
-// waiter, and only while it is registered.
+// reqWaiter is one Request's state. Reused: one Request holds it at a time; the
+// connection's watch reaches it only while it is registered, and then only through reply
+// and lost (buffered, sent to without blocking) and the lost flag.
 type reqWaiter struct {
 	waiter
-	ctx context.Context // the context nats.go waits on; nil while free
-	// stamps and slots are arenas for the deadline header: each value is cut from the
-	// unused end of the current chunk and never written again, so the header a Request
-	// leaves in the caller's message stays valid however long it is kept. A full chunk
-	// is dropped, not reused; it lives on only while some header still points into it.
+	token uint64         // this Request's key in the watch's mux
+	inbox string         // reply subject: the mux's prefix and token
+	reply chan *nats.Msg // capacity 1: the reply, delivered by the mux
+	timer *time.Timer    // the deadline; stopped between Requests
+	// stamps and slots are arenas for the deadline header and the reply subject: each value
+	// is cut from the unused end of the current chunk and never written again, so a header
+	// or subject a Request leaves in the caller's message stays valid however long it is
+	// kept. A full chunk is dropped, not reused; it lives on only while something still
+	// points into it.
 	stamps []byte
 	slots  []string
 }
@@ -302,41 +316,92 @@ func putWaiter(r *reqWaiter) {
 	}
 }
 
-// enter registers a Request about to wait on nc under ctx until dl (ctx's deadline or an
-// earlier one), which it stamps into h (proto.HeaderDeadline, replacing any value). The
-// waiter's ctx is the one to wait with; leave unregisters it.
-func (w *connWatch) enter(ctx context.Context, nc *nats.Conn, dl time.Time, h nats.Header) *reqWaiter {
-	r := getWaiter()
-	h[proto.HeaderDeadline] = r.stamp(dl.UnixNano())
-	if own, ok := ctx.Deadline(); ok && !dl.Before(own) {
-		r.ctx, r.cancel = context.WithCancel(ctx) // no timer: ctx's own deadline is the bound
-	} else {
-		r.ctx, r.cancel = context.WithDeadline(ctx, dl)
+// enter registers a Request about to wait on nc until dl, which it stamps into h
+// (proto.HeaderDeadline, replacing any value), and gives it a reply subject on nc's mux;
+// leave unregisters it.
+func (w *connWatch) enter(nc *nats.Conn, dl time.Time, h nats.Header) (*reqWaiter, error) {
+	prefix, err := w.muxOf(nc)
+	if err != nil {
+		return nil, err
 	}
+	r := getWaiter()
+	if r.reply == nil {
+		r.reply, r.lostCh = make(chan *nats.Msg, 1), make(chan struct{}, 1)
+		r.timer = time.NewTimer(time.Hour)
+		r.timer.Stop()
+	}
+	h[proto.HeaderDeadline] = r.stamp(dl.UnixNano())
 	r.lost.Store(false)
 	w.mu.Lock()
-	w.waiting[&r.waiter] = struct{}{}
+	w.next++
+	r.token = w.next
+	w.waiting[r.token] = r
 	w.mu.Unlock()
+	r.inbox = r.subject(prefix, r.token)
 	// A drop just before registering sent its event already: look at the status itself.
 	if !nc.IsConnected() {
-		r.lost.Store(true)
-		r.cancel()
+		w.drop(r)
 	}
-	return r
+	return r, nil
 }
+
+// wait waits for r's reply until dl, ctx's end or a lost connection.
+func (r *reqWaiter) wait(ctx context.Context, dl time.Time) (*nats.Msg, error) {
+	r.timer.Reset(time.Until(dl))
+	defer r.timer.Stop()
+	select {
+	case m := <-r.reply:
+		if len(m.Data) == 0 && m.Header.Get(statusHeader) == noResponders {
+			return nil, nats.ErrNoResponders
+		}
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-r.timer.C:
+		return nil, context.DeadlineExceeded
+	case <-r.lostCh:
+		return nil, nats.ErrDisconnected
+	}
+}
+
+// The status a NATS server sends to a request's reply subject when nobody subscribes to
+// its subject (nats.go names them statusHdr and noResponders, unexported).
+const (
+	statusHeader = "Status"
+	noResponders = "503"
+)
 
 // leave unregisters r, which the caller must not use again, and says whether the
 // connection dropped while it waited.
 func (w *connWatch) leave(r *reqWaiter) (lost bool) {
 	w.mu.Lock()
-	delete(w.waiting, &r.waiter)
+	delete(w.waiting, r.token)
 	w.mu.Unlock()
-	// Unregistered: dropAll can no longer reach r, so its fields are ours alone again.
-	r.cancel()
+	// Unregistered: neither the mux nor dropAll reaches r any more. A reply or drop that came
+	// after the wait ended is drained here, so the next Request starts clean.
+	select {
+	case <-r.reply:
+	default:
+	}
+	select {
+	case <-r.lostCh:
+	default:
+	}
 	lost = r.lost.Load()
-	r.ctx, r.cancel = nil, nil // the caller's context must not outlive its Request
 	putWaiter(r)
 	return lost
+}
+
+// subject returns prefix followed by token in decimal, cut from r's arena.
+func (r *reqWaiter) subject(prefix string, token uint64) string {
+	if cap(r.stamps)-len(r.stamps) < len(prefix)+20 {
+		r.stamps = make([]byte, 0, max(stampChunk, len(prefix)+20))
+	}
+	start := len(r.stamps)
+	r.stamps = append(r.stamps, prefix...)
+	r.stamps = strconv.AppendUint(r.stamps, token, 10)
+	b := r.stamps[start:]
+	return unsafe.String(&b[0], len(b))
 }
 
 // stamp returns v in decimal as a one-value header, cut from r's arenas.

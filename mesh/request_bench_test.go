@@ -24,9 +24,10 @@ func echoConns(tb testing.TB) *nats.Conn {
 }
 
 // BenchmarkRequest: one Request round trip to an echo responder in this process. allocs/op
-// counts nats.go (both sides), the embedded server and Request's own, which is only the
-// context.WithCancel it waits on; "nats" is nats.go's request with that same context, so
-// Request's overhead is the difference between the two.
+// counts nats.go (both sides), the embedded server and Request's own, which is nothing
+// (its reply mux, waiter and arenas are reused); "nats" is nats.go's request on a derived
+// context, which is what Request used to be, "nats-no-cancel" on the caller's. Run each
+// alone (-bench 'Request/mesh$'): in one process the later ones count differently.
 func BenchmarkRequest(b *testing.B) {
 	nc := echoConns(b)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
