@@ -1,5 +1,5 @@
 // Package emu holds the CPU emulator of the CANN C API subset that ascend/cann uses: a C
-// shared library (csrc/emu.c with csrc/dense_ops.inc.c and csrc/quant_ops.inc.c, built by build.sh into
+// shared library (csrc/emu.c with the csrc/*.inc.c it includes, built by build.sh into
 // lib/libmoemesh_aclemu.so, which ascend/cann/acl links against with the cann build tag).
 // It exports exactly the symbols declared in ../acl/include/acl_subset.h, plus
 // moemeshEmuStats (live-object counters for leak tests), and implements them with the
