@@ -59,6 +59,21 @@ func Parts[S any](ctx context.Context, seqs []S, tokens [][]int32, rows, split i
 		{WithFirstRow(ctx, first), seqs[split:], tokens[split:], rows - first}}, nil
 }
 
+// GatherLast copies each sequence's last new row, in sequence order across the parts, from
+// its part's rows h(k) ([rows, hidden]) into dst ([sequences, hidden]): only those rows
+// need the final norm and the head.
+func GatherLast[S any](dst []float32, parts []Part[S], hidden int, h func(k int) []float32) {
+	i := 0
+	for k, pt := range parts {
+		rows, off := h(k), 0
+		for _, t := range pt.Tokens {
+			off += len(t)
+			copy(dst[i*hidden:(i+1)*hidden], rows[(off-1)*hidden:off*hidden])
+			i++
+		}
+	}
+}
+
 func abs(v int) int {
 	if v < 0 {
 		return -v

@@ -249,15 +249,7 @@ func (m *Model) step(parts []model.Part[*Sequence], experts model.Experts, logit
 	B, s := len(logits), &m.s[0]
 	last := grow(m.s[1].last, B*H)
 	m.s[1].last = last
-	i := 0
-	for k, pt := range parts {
-		off := 0
-		for _, t := range pt.Tokens {
-			off += len(t)
-			copy(last[i*H:(i+1)*H], m.s[k].h[(off-1)*H:off*H])
-			i++
-		}
-	}
+	model.GatherLast(last, parts, H, func(k int) []float32 { return m.s[k].h })
 	nn.RMSNorm(last, last, m.finalNorm, p.eps, B)
 	s.logits = grow(s.logits, B*cfg.Vocab)
 	if err := m.lmHead.Forward(s.logits, last, B); err != nil {
