@@ -283,19 +283,24 @@ func (c *card) Alloc(dt ascend.DType, shape ...int) (ascend.Buffer, error) {
 		}
 	}
 	bytes := int64(n) * int64(dt.Size())
-	if c.budget > 0 && bytes > c.budget-c.used {
+	return c.place(&buffer{card: c, dt: dt, shape: slices.Clone(shape), n: n}, bytes, bytes)
+}
+
+// place gives b dev bytes of zeroed device memory and charges charged bytes (its storage
+// layout's size) to the budget; the caller holds mu.
+func (c *card) place(b *buffer, dev, charged int64) (ascend.Buffer, error) {
+	if c.budget > 0 && charged > c.budget-c.used {
 		return nil, fmt.Errorf("%w: cann card %d: Alloc %v%v needs %d bytes, %d of %d in use",
-			ascend.ErrOutOfMemory, c.id, dt, shape, bytes, c.used, c.budget)
+			ascend.ErrOutOfMemory, c.id, b.dt, b.shape, charged, c.used, c.budget)
 	}
-	b := &buffer{card: c, dt: dt, shape: slices.Clone(shape), n: n}
-	if bytes > 0 {
+	if dev > 0 {
 		err := c.do(func() error {
-			p, bs, err := c.devAlloc(bytes)
+			p, bs, err := c.devAlloc(dev)
 			if err != nil {
 				return err
 			}
 			// Zero-fill in stream order (the contract's Alloc is zeroed; ACL memory is not).
-			if err := acl.MemsetAsync(p, int(bs), 0, int(bytes), c.stream); err != nil {
+			if err := acl.MemsetAsync(p, int(bs), 0, int(dev), c.stream); err != nil {
 				c.devRelease(p, bs)
 				return err
 			}
@@ -303,10 +308,10 @@ func (c *card) Alloc(dt ascend.DType, shape ...int) (ascend.Buffer, error) {
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("cann card %d: Alloc %v%v: %w", c.id, dt, shape, err)
+			return nil, fmt.Errorf("cann card %d: Alloc %v%v: %w", c.id, b.dt, b.shape, err)
 		}
 	}
-	c.used += bytes
+	c.used += charged
 	c.live[b] = struct{}{}
 	return b, nil
 }

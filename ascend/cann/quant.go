@@ -50,31 +50,8 @@ func (c *card) allocQuant(dt ascend.DType, shape []int) (ascend.Buffer, error) {
 	if dev > maxBytes {
 		return nil, fmt.Errorf("%w: cann card %d: Alloc %v%v is more than %d bytes", ascend.ErrOutOfMemory, c.id, dt, shape, int64(maxBytes))
 	}
-	if c.budget > 0 && bytes > c.budget-c.used {
-		return nil, fmt.Errorf("%w: cann card %d: Alloc %v%v needs %d bytes, %d of %d in use",
-			ascend.ErrOutOfMemory, c.id, dt, shape, bytes, c.used, c.budget)
-	}
 	b := &buffer{card: c, dt: dt, shape: []int{ql.N, ql.K}, n: ql.N * ql.K, ql: ql, scaleOff: scaleOff}
-	if bytes > 0 {
-		err := c.do(func() error {
-			p, bs, err := c.devAlloc(dev)
-			if err != nil {
-				return err
-			}
-			if err := acl.MemsetAsync(p, int(bs), 0, int(dev), c.stream); err != nil {
-				c.devRelease(p, bs)
-				return err
-			}
-			b.ptr, b.block = p, bs
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("cann card %d: Alloc %v%v: %w", c.id, dt, shape, err)
-		}
-	}
-	c.used += bytes
-	c.live[b] = struct{}{}
-	return b, nil
+	return c.place(b, dev, bytes)
 }
 
 // storeRaw writes data at byte offset off of the storage layout, split at the values/scales
