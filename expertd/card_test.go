@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/moemesh/moemesh/ascend"
@@ -28,9 +29,19 @@ type fakeReq struct {
 	replied int
 }
 
-func (r *fakeReq) Respond(b []byte, _ ...micro.RespondOpt) error {
+func (r *fakeReq) Respond(b []byte, opts ...micro.RespondOpt) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(opts) > 0 { // mesh.RespondError's headers (a reply has none: no allocation here)
+		m := &nats.Msg{}
+		for _, o := range opts {
+			o(m)
+		}
+		if code := m.Header.Get(proto.HeaderErrorCode); code != "" {
+			r.code, r.desc, r.replied = code, m.Header.Get(proto.HeaderError), r.replied+1
+			return nil
+		}
+	}
 	r.resp, r.replied = b, r.replied+1
 	return nil
 }

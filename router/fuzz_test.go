@@ -22,9 +22,14 @@ type genReq struct {
 	code, desc string
 }
 
-func (r *genReq) Respond(b []byte, _ ...micro.RespondOpt) error {
+func (r *genReq) Respond(b []byte, opts ...micro.RespondOpt) error {
 	r.answers++
 	r.resp = b
+	m := &nats.Msg{}
+	for _, o := range opts {
+		o(m)
+	}
+	r.code, r.desc = m.Header.Get(proto.HeaderErrorCode), m.Header.Get(proto.HeaderError)
 	return nil
 }
 func (r *genReq) RespondJSON(any, ...micro.RespondOpt) error { r.answers++; return nil }
