@@ -10,8 +10,8 @@ import (
 
 // BenchmarkMXFP4Decode times the T=1 kernels alone on 8 weight rows × 2048 that stay in
 // L1, so it measures decode and arithmetic, not memory: MXFP4 decoded in registers by the
-// AVX-512 1×8 and AVX2 1×4 kernels, against bf16's
-// AVX-512 1×8 kernel. ns/op is for 16384 weights.
+// AVX-512 1×8 and AVX2 1×4 kernels, against bf16's AVX-512 1×8 kernels (with AVX512BW's
+// VPERMI2W, the default where present, and without). ns/op is for 16384 weights.
 func BenchmarkMXFP4Decode(b *testing.B) {
 	const n, k = 8, 2048
 	q, sc, u := make([]byte, n*k/2), make([]byte, n*k/ascend.MXBlock), make([]uint16, n*k)
@@ -32,7 +32,18 @@ func BenchmarkMXFP4Decode(b *testing.B) {
 				kern1x8MX(&acc, x, &mx, &c8, 0, k)
 			}
 		})
-		b.Run("bf16_1x8_avx512", func(b *testing.B) {
+		if useBW {
+			b.Run("bf16_1x8_avx512bw", func(b *testing.B) {
+				var acc block1x8
+				for b.Loop() {
+					kern1x8(&acc, x, &bf, &c8, 0, k)
+				}
+			})
+		}
+		b.Run("bf16_1x8_avx512f", func(b *testing.B) {
+			saved := useBW
+			useBW = false
+			defer func() { useBW = saved }()
 			var acc block1x8
 			for b.Loop() {
 				kern1x8(&acc, x, &bf, &c8, 0, k)

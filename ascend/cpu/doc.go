@@ -5,10 +5,13 @@
 //
 // GroupedMatmul is the expert-FFN hot path: a blocked kernel (4 rows × 2 columns, or 1 row ×
 // 4 columns for GEMV-like batches) parallelised over output-column tiles by a fixed pool of
-// helper goroutines that each card owns and Close stops. On amd64 the inner kernels are
-// AVX2 assembly (no FMA), or AVX-512 assembly where the CPU has it (8 or 4 rows × 4 columns,
-// 1 row × 8 columns, two output elements per 16-wide register); elsewhere, or with the
-// purego build tag, portable Go kernels run. All give bit-identical results, in a summation
+// helper goroutines that each card owns and Close stops. Each goroutine has a home range of
+// an op's tiles and takes the others' only when it has run out (pool.go), so at T=1 a core
+// reads the same weights call after call, from its own caches. On amd64 the inner kernels
+// are AVX2 assembly (no FMA), or AVX-512 assembly where the CPU has it (8 or 4 rows × 4
+// columns, 1 row × 8 columns, two output elements per 16-wide register; with AVX512BW the
+// bf16 1 × 8 kernel widens a cache line of two rows per VPERMI2W and prefetches); elsewhere,
+// or with the purego build tag, portable Go kernels run. All give bit-identical results, in a summation
 // order fixed per output element (see kernel.go), so a row's result never depends on the
 // batch around it, the thread count or the CPU's vector width.
 //

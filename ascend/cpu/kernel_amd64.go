@@ -21,6 +21,10 @@ var useAsm = cpu.X86.HasAVX2
 // that the OS saves the zmm state); tests turn it off to compare against the AVX2 ones.
 var useWide = useAsm && cpu.X86.HasAVX512F
 
+// useBW selects gemm1x8ZBF16BW, the T=1 bf16 kernel that needs AVX512BW (VPERMI2W), over
+// gemm1x8ZBF16; tests and benchmarks turn it off to compare the two.
+var useBW = useWide && cpu.X86.HasAVX512BW
+
 // haveF16C gates the f16 kernels (VCVTPH2PS); every AVX2 CPU has it, but it is a separate
 // CPUID bit.
 var haveF16C = cpu.X86.HasF16C
@@ -130,6 +134,9 @@ func gemm8x4ZI8(acc *float32, xp0, xp1, xp2, xp3 *float32, w0, w1, w2, w3 *byte,
 func gemm1x8ZF32(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *float32, n8 int)
 
 //go:noescape
+func gemm1x8ZBF16BW(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *uint16, n8 int)
+
+//go:noescape
 func gemm1x8ZBF16(acc *float32, x *float32, w0, w1, w2, w3, w4, w5, w6, w7 *uint16, n8 int)
 
 //go:noescape
@@ -188,6 +195,10 @@ func kern1x8(acc *block1x8, x []float32, w *wmat, cs *[8]int, k0, kn int) {
 		gemm1x8ZF32(&acc[0], xp, f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), kn/lanes)
 	case ascend.BF16:
 		u := func(j int) *uint16 { return &w.u16[o[j] : o[j]+kn][0] }
+		if useBW {
+			gemm1x8ZBF16BW(&acc[0], xp, u(0), u(1), u(2), u(3), u(4), u(5), u(6), u(7), kn/lanes)
+			return
+		}
 		gemm1x8ZBF16(&acc[0], xp, u(0), u(1), u(2), u(3), u(4), u(5), u(6), u(7), kn/lanes)
 	default:
 		u := func(j int) *uint16 { return &w.u16[o[j] : o[j]+kn][0] }

@@ -7,10 +7,11 @@ import "github.com/moemesh/moemesh/ascend"
 // Without the AVX2 kernels (other architectures, or the purego build tag) the portable Go
 // kernels run; they give the same bits.
 
-// useAsm and useWide are false here; tests that compare kernels skip.
+// useAsm, useWide and useBW are false here; tests that compare kernels skip.
 var (
 	useAsm  = false
 	useWide = false
+	useBW   = false
 )
 
 func kern4x2(acc *block4x2, xs *[4][]float32, w *wmat, c0, c1, k0, kn int) {

@@ -101,13 +101,16 @@ func (p *chanPool) stop() {
 	})
 }
 
-// pools names the implementations compared; each benchmark runs all of them in one run.
+// pools names the implementations compared; each benchmark runs all of them in one run:
+// chan (above), shared (the polling pool with one range of tasks claimed in order by every
+// goroutine, as before home ranges) and home (the pool as it is: see job).
 var pools = []struct {
 	name string
 	open func(threads int) runner
 }{
 	{"chan", func(t int) runner { return newChanPool(t) }},
-	{"spin", func(t int) runner { return newPool(t) }},
+	{"shared", func(t int) runner { p := newPool(t); p.shared = true; return p }},
+	{"home", func(t int) runner { return newPool(t) }},
 }
 
 // gemvCase is one T=1 projection as GroupedMatmul tiles it: out[n] = W[n,k]·x[k], with W
@@ -151,9 +154,9 @@ func (g *gemvCase) run(p runner) {
 	p.parallel(len(g.tiles), false, func(i int) { g.mm.tile(&g.tiles[i]) })
 }
 
-// BenchmarkPoolGEMV is the decode projection of issue 8, on the old pool (chan) and the
-// new one (spin), 1 and 2 threads: H×I = 2048×1408 (W is [1408, 2048], 5.8 MB in bf16) and
-// 7168×2048 ([2048, 7168], 29 MB). Calls follow each other back to back, as the ops of a
+// BenchmarkPoolGEMV is the decode projection of issue 8, on each of pools, 1 and 2
+// threads: H×I = 2048×1408 (W is [1408, 2048], 5.8 MB in bf16) and 7168×2048 ([2048, 7168],
+// 29 MB). Calls follow each other back to back, as the ops of a
 // decode step do. GB/s is weight bytes read per second.
 func BenchmarkPoolGEMV(b *testing.B) {
 	for _, sh := range [][2]int{{2048, 1408}, {7168, 2048}} {
@@ -243,25 +246,30 @@ func onHelper() bool {
 }
 
 // BenchmarkPoolGEMVScaling measures what issue 8 is about, robustly on a shared machine:
-// each round times a burst of GEMV calls on one thread, on two with the old pool and on two
-// with the new one, in rotating order, and the medians of per-round ratios are reported:
-// x2-chan and x2-spin are the 2-thread speedups over 1 thread, spin/chan the new pool's gain.
-// A neighbour's load moves all three samples of a round alike, so the ratios hold where
-// absolute times do not.
+// each round times a burst of GEMV calls on one thread and on two with each of pools, in
+// rotating order, and the medians of per-round ratios are reported: x2-<pool> is the
+// 2-thread speedup over 1 thread. A neighbour's load moves all samples of a round alike, so
+// the ratios hold where absolute times do not. Every pool here reads the same weights, so
+// which core last read a column changes with every burst: this measures dispatch and
+// balance, not the cache locality of home ranges (BenchmarkDecodeFFNScaling does, a card
+// and weights per setup).
 func BenchmarkPoolGEMVScaling(b *testing.B) {
 	const burst = 8
 	for _, sh := range [][2]int{{2048, 1408}, {7168, 2048}} {
 		g := newGEMVCase(b, ascend.BF16, sh[1], sh[0])
 		b.Run(fmt.Sprintf("%dx%d", sh[0], sh[1]), func(b *testing.B) {
-			ps := []runner{newPool(1), newChanPool(2), newPool(2)}
+			ps := []runner{newPool(1)}
+			for _, pl := range pools {
+				ps = append(ps, pl.open(2))
+			}
 			defer func() {
 				for _, p := range ps {
 					p.stop()
 				}
 			}()
-			var chanX, spinX, gain []float64
+			x2 := make([][]float64, len(pools))
 			for round := 0; b.Loop(); round++ {
-				var sec [3]float64
+				sec := make([]float64, len(ps))
 				for k := range ps {
 					i := (k + round) % len(ps)
 					start := time.Now()
@@ -270,13 +278,13 @@ func BenchmarkPoolGEMVScaling(b *testing.B) {
 					}
 					sec[i] = time.Since(start).Seconds()
 				}
-				chanX = append(chanX, sec[0]/sec[1])
-				spinX = append(spinX, sec[0]/sec[2])
-				gain = append(gain, sec[1]/sec[2])
+				for i := range pools {
+					x2[i] = append(x2[i], sec[0]/sec[i+1])
+				}
 			}
-			b.ReportMetric(medianOf(chanX), "x2-chan")
-			b.ReportMetric(medianOf(spinX), "x2-spin")
-			b.ReportMetric(medianOf(gain), "spin/chan")
+			for i, pl := range pools {
+				b.ReportMetric(medianOf(x2[i]), "x2-"+pl.name)
+			}
 		})
 	}
 }
@@ -291,8 +299,8 @@ func medianOf(v []float64) float64 {
 }
 
 // BenchmarkPoolGEMVIdle is BenchmarkPoolGEMV with 1 ms idle before each call (untimed), as
-// between the requests of an expert daemon in decode: the new pool's helpers have parked by
-// then, so each call pays the wake-up the old pool paid on every call.
+// between the requests of an expert daemon in decode: the polling pools' helpers have parked by
+// then, so each call pays the wake-up chan paid on every call.
 func BenchmarkPoolGEMVIdle(b *testing.B) {
 	g := newGEMVCase(b, ascend.BF16, 1408, 2048)
 	for _, threads := range []int{1, 2} {
@@ -312,8 +320,8 @@ func BenchmarkPoolGEMVIdle(b *testing.B) {
 }
 
 // BenchmarkPoolJoin times jobs of two tasks that each wait until both have started: the
-// time for a helper to join a job published back to back with the previous one. The old
-// pool's helper must be woken for each job; the new one's is polling. The tasks busy-wait
+// time for a helper to join a job published back to back with the previous one. chan's
+// helper must be woken for each job; the polling pools' are polling. The tasks busy-wait
 // without yielding, as a kernel does, so a helper queued on the caller's P must be stolen.
 func BenchmarkPoolJoin(b *testing.B) {
 	for _, pl := range pools {

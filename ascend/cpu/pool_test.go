@@ -3,6 +3,7 @@ package cpu
 import (
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,5 +161,41 @@ func TestPoolSerial(t *testing.T) {
 				t.Fatalf("n %d serial %v: order %v", tc.n, tc.serial, order)
 			}
 		}
+	}
+}
+
+// TestJobClaimOrder: a goroutine runs its home range from the front, then the other ranges
+// from the back, starting with the next part; a helper past the job's parts only steals;
+// with pool.shared everyone takes one range from the front. Ranges split n evenly and
+// together cover every task once.
+func TestJobClaimOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		n      int
+		parts  int
+		home   int
+		shared bool
+		want   []int
+	}{
+		{"caller", 6, 2, 0, false, []int{0, 1, 2, 5, 4, 3}},
+		{"helper", 6, 2, 1, false, []int{3, 4, 5, 2, 1, 0}},
+		{"uneven", 7, 3, 1, false, []int{2, 3, 6, 5, 4, 1, 0}},
+		{"no home", 5, 2, 3, false, []int{4, 3, 2, 1, 0}},
+		{"more parts than tasks", 2, 3, 2, false, []int{1, 0}},
+		{"shared", 5, 1, 1, true, []int{0, 1, 2, 3, 4}},
+		{"empty", 0, 2, 0, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []int
+			j := newJob(tc.n, tc.parts, func(i int) { got = append(got, i) })
+			j.shared = tc.shared
+			j.run(tc.home)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("order %v, want %v", got, tc.want)
+			}
+			if p := j.pending.Load(); p != 0 {
+				t.Fatalf("%d tasks pending after run", p)
+			}
+		})
 	}
 }

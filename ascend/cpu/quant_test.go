@@ -36,13 +36,18 @@ var quantCases = []quantCase{
 	{9, 96, 17, []int64{2, 3, 4}},    // 2 and 3 rows decode in registers, 4 through the f32 panel (mxPanelRows)
 }
 
-// kernelModes runs fn with each kernel set this machine has: default (AVX-512 or AVX2),
-// AVX2 only and portable Go. It restores the selection before it returns (withoutWide and
-// withoutAsm restore only at the end of the test).
+// kernelModes runs fn with each kernel set this machine has: default (AVX-512 with AVX512BW's
+// bf16 T=1 kernel, or AVX2), AVX-512 without it, AVX2 only and portable Go. It restores the
+// selection before it returns (withoutWide and withoutAsm restore only at the end of the
+// test).
 func kernelModes(t *testing.T, fn func(mode string)) {
-	saved := [2]bool{useAsm, useWide}
-	defer func() { useAsm, useWide = saved[0], saved[1] }()
+	saved := [3]bool{useAsm, useWide, useBW}
+	defer func() { useAsm, useWide, useBW = saved[0], saved[1], saved[2] }()
 	fn("default")
+	if useBW {
+		useBW = false
+		fn("avx512f")
+	}
 	if useWide {
 		useWide = false
 		fn("avx2")
