@@ -172,7 +172,7 @@ func newRouter(g *globals) *cobra.Command {
 	f.Float64Var(&hedgeFactor, "hedge-factor", 0, "adaptive hedging: hedge after this many times the fastest card's median answer time (at least --hedge-after; 0: off), e.g. 4")
 	f.StringVar(&expertMetrics, "expert-metrics", "top-32", "per-(layer, expert) series on /metrics: off, top-N (the N most routed) or all")
 	f.StringVar(&device, "device", "cpu", "backend of the dense path's card: cpu or cann (needs -tags cann; norms, attention and gating run on the host, see docs/cann.md)")
-	ef.register(f, 16)
+	ef.register(f, 32)
 	nf.register(f, mesh.RoleRouter, true, os.Getenv)
 	return c
 }
