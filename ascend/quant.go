@@ -250,3 +250,45 @@ func encodeE2M1(v float64) byte {
 	}
 	return sign | 7
 }
+
+// QuantizeRows is WriteF32's work on a quantised buffer of layout l, for both backends: src
+// must be whole rows of K values starting at element off, all finite; their rows are
+// quantised (QuantizeI8Row, QuantizeMXFP4Row) into vals and scales, which hold exactly those
+// rows' parts of the storage (from RowValues and RowScales of the first row). Everything is
+// checked before anything is written, so a refused call changes nothing.
+func QuantizeRows(dt DType, l QuantLayout, off int, src []float32, vals, scales []byte) error {
+	k := l.K
+	if k == 0 || len(src) == 0 {
+		return nil
+	}
+	if off%k != 0 || len(src)%k != 0 {
+		return fmt.Errorf("%w: WriteF32: %d values at element %d into %v[%d %d]: %v takes whole rows of %d",
+			ErrShape, len(src), off, dt, l.N, l.K, dt, k)
+	}
+	rows := len(src) / k
+	vpr, spr := l.Values/int64(max(l.N, 1)), l.Scales/int64(max(l.N, 1)) // bytes a row
+	if int64(len(vals)) != int64(rows)*vpr || int64(len(scales)) != int64(rows)*spr {
+		return fmt.Errorf("%w: WriteF32: %d rows into %d value and %d scale bytes", ErrShape, rows, len(vals), len(scales))
+	}
+	for i, v := range src {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: WriteF32: %v at element %d cannot be quantised to %v", ErrInvalid, v, off+i, dt)
+		}
+	}
+	for r := range rows {
+		x := src[r*k : (r+1)*k]
+		v, sc := vals[int64(r)*vpr:int64(r+1)*vpr], scales[int64(r)*spr:int64(r+1)*spr]
+		var err error
+		if dt == I8 {
+			var s float32
+			s, err = QuantizeI8Row(v, x)
+			binary.LittleEndian.PutUint32(sc, math.Float32bits(s))
+		} else {
+			err = QuantizeMXFP4Row(v, sc, x)
+		}
+		if err != nil {
+			return fmt.Errorf("WriteF32: row %d: %w", off/k+r, err)
+		}
+	}
+	return nil
+}

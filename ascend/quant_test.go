@@ -236,3 +236,50 @@ func TestCheckQuantShape(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeRowsRefuses: a write ascend.QuantizeRows refuses leaves the destination untouched.
+func TestQuantizeRowsRefuses(t *testing.T) {
+	for _, dt := range []ascend.DType{ascend.I8, ascend.MXFP4} {
+		l, err := ascend.CheckQuantShape(dt, []int{2, 32})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := make([]float32, 32)
+		for i := range row {
+			row[i] = float32(i) - 7.5
+		}
+		nan := append([]float32(nil), row...)
+		nan[3] = float32(math.NaN())
+		cases := []struct {
+			name     string
+			off      int
+			src      []float32
+			vals, sc int // destination sizes
+			want     error
+		}{
+			{"part of a row", 0, row[:16], int(l.Values / 2), int(l.Scales / 2), ascend.ErrShape},
+			{"misaligned", 16, row, int(l.Values / 2), int(l.Scales / 2), ascend.ErrShape},
+			{"destination of two rows for one", 0, row, int(l.Values), int(l.Scales), ascend.ErrShape},
+			{"not finite", 32, nan, int(l.Values / 2), int(l.Scales / 2), ascend.ErrInvalid},
+		}
+		for _, c := range cases {
+			vals, sc := make([]byte, c.vals), make([]byte, c.sc)
+			for i := range vals {
+				vals[i] = 0xAB
+			}
+			err := ascend.QuantizeRows(dt, l, c.off, c.src, vals, sc)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("%v %s: err = %v, want %v", dt, c.name, err, c.want)
+			}
+			for i, v := range vals {
+				if v != 0xAB {
+					t.Fatalf("%v %s: byte %d written by a refused call", dt, c.name, i)
+				}
+			}
+		}
+		vals, sc := make([]byte, l.Values/2), make([]byte, l.Scales/2)
+		if err := ascend.QuantizeRows(dt, l, 32, row, vals, sc); err != nil {
+			t.Fatalf("%v: one whole row: %v", dt, err)
+		}
+	}
+}

@@ -94,32 +94,11 @@ func (c *card) writeQuantF32(b *buffer, off int, src []float32) error {
 	if k == 0 || len(src) == 0 {
 		return nil
 	}
-	if off%k != 0 || len(src)%k != 0 {
-		return fmt.Errorf("%w: WriteF32: %d values at element %d into %v%v: %v takes whole rows of %d",
-			ascend.ErrShape, len(src), off, b.dt, b.shape, b.dt, k)
-	}
-	for i, v := range src {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%w: WriteF32: %v at element %d cannot be quantised to %v", ascend.ErrInvalid, v, off+i, b.dt)
-		}
-	}
 	r0, rows := off/k, len(src)/k
 	vpr, spr := b.ql.Values/int64(b.ql.N), b.ql.Scales/int64(b.ql.N) // bytes a row
 	vals, scales := make([]byte, int64(rows)*vpr), make([]byte, int64(rows)*spr)
-	for r := range rows {
-		x := src[r*k : (r+1)*k]
-		v, s := vals[int64(r)*vpr:int64(r+1)*vpr], scales[int64(r)*spr:int64(r+1)*spr]
-		var err error
-		if b.dt == ascend.I8 {
-			var sc float32
-			sc, err = ascend.QuantizeI8Row(v, x)
-			binary.LittleEndian.PutUint32(s, math.Float32bits(sc))
-		} else {
-			err = ascend.QuantizeMXFP4Row(v, s, x)
-		}
-		if err != nil {
-			return fmt.Errorf("WriteF32: row %d: %w", r0+r, err)
-		}
+	if err := ascend.QuantizeRows(b.dt, b.ql, off, src, vals, scales); err != nil {
+		return err
 	}
 	return c.do(func() error {
 		if err := c.storeRaw(b, b.ql.RowValues(r0), vals); err != nil {

@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 
@@ -44,38 +43,20 @@ func writeQuant(b *buffer, off int, data []byte) error {
 	return nil
 }
 
-// writeQuantF32 is WriteF32 for a quantised buffer: whole rows, quantised one at a time.
-// The values are checked first, so a refused call changes nothing.
+// writeQuantF32 is WriteF32 for a quantised buffer: whole rows, quantised in place
+// (ascend.QuantizeRows checks everything first, so a refused call changes nothing).
 func writeQuantF32(b *buffer, off int, src []float32) error {
 	k := b.ql.K
 	if k == 0 || len(src) == 0 {
 		return nil
 	}
+	r0, r1 := off/k, (off+len(src)+k-1)/k
 	if off%k != 0 || len(src)%k != 0 {
-		return fmt.Errorf("%w: WriteF32: %d values at element %d into %v%v: %v takes whole rows of %d",
-			ascend.ErrShape, len(src), off, b.dt, b.shape, b.dt, k)
+		r1 = r0 // QuantizeRows refuses it with the whole-rows error
 	}
-	for i, v := range src {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%w: WriteF32: %v at element %d cannot be quantised to %v", ascend.ErrInvalid, v, off+i, b.dt)
-		}
-	}
-	vals, scales := b.raw[:b.ql.Values], b.raw[b.ql.Values:]
-	for r := off / k; r < (off+len(src))/k; r++ {
-		x := src[(r-off/k)*k : (r-off/k+1)*k]
-		var err error
-		if b.dt == ascend.I8 {
-			var s float32
-			s, err = ascend.QuantizeI8Row(vals[r*k:(r+1)*k], x)
-			binary.LittleEndian.PutUint32(scales[4*r:], math.Float32bits(s))
-		} else {
-			err = ascend.QuantizeMXFP4Row(vals[r*k/2:(r+1)*k/2], scales[r*k/ascend.MXBlock:(r+1)*k/ascend.MXBlock], x)
-		}
-		if err != nil {
-			return fmt.Errorf("WriteF32: row %d: %w", r, err)
-		}
-	}
-	return nil
+	vals := b.raw[b.ql.RowValues(r0):b.ql.RowValues(r1)]
+	scales := b.raw[b.ql.RowScales(r0):b.ql.RowScales(r1)]
+	return ascend.QuantizeRows(b.dt, b.ql, off, src, vals, scales)
 }
 
 // readQuant is ReadF32 for a quantised buffer: the first len(dst) values, dequantised.
