@@ -52,6 +52,12 @@ type pool struct {
 	// shared makes every job one range that all goroutines claim from in order, the claim
 	// order before home ranges; only benchmarks set it, to compare the two side by side.
 	shared bool
+	// jobs are reused by turns (flip picks the next; ops on a card run one at a time), so
+	// a parallel call allocates nothing. Two rather than one, so that a helper still inside
+	// the last op's run when the next starts is working on the other job.
+	jobs [2]*job
+	flip int
+	gen  uint64 // parallel calls so far; a job's gen says which one it serves
 }
 
 // job is one parallel call. Its tasks are split into home ranges, one per goroutine that
@@ -66,11 +72,17 @@ type pool struct {
 // BenchmarkDecodeFFNScaling); at 7168×2048, streamed from DRAM, it made no difference.
 // pending and done count tasks, not helpers: the caller waits for the work, never for a
 // helper that was slow to start and finds nothing left to claim.
+//
+// A job is reused (pool.jobs). A helper descheduled inside run may still be claiming from
+// a job when the caller readies it for a later op; reset therefore writes fn and the counts
+// before it stores the new ranges, so such a helper either finds nothing to claim or runs
+// a task of the new op with the new fn, which is correct too.
 type job struct {
 	fn      func(task int)
-	parts   []jobPart
-	inline  [4]jobPart     // parts for up to 4 goroutines, allocated with the job
-	shared  bool           // pool.shared: one part, claimed from the front by everyone
+	parts   []jobPart      // room for every goroutine of the pool
+	nparts  atomic.Int32   // how many of parts this use has
+	gen     atomic.Uint64  // which use: the pool's count of parallel calls
+	shared  atomic.Bool    // pool.shared: one part, claimed from the front by everyone
 	pending atomic.Int64   // tasks not finished, polled by a spinning caller
 	done    sync.WaitGroup // the same count, for a caller that stopped spinning
 }
@@ -78,6 +90,9 @@ type job struct {
 func newPool(threads int) *pool {
 	h := max(threads-1, 0)
 	p := &pool{helpers: h, wake: make(chan struct{}, h), quit: make(chan struct{})}
+	for i := range p.jobs {
+		p.jobs[i] = newJob(h+1, false)
+	}
 	p.exited.Add(p.helpers)
 	p.live.Store(int32(p.helpers))
 	for id := range p.helpers {
@@ -89,31 +104,33 @@ func newPool(threads int) *pool {
 func (p *pool) helper(id int) {
 	defer p.exited.Done()
 	defer p.live.Add(-1)
-	// last is the job this helper ran most recently: while the caller waits for another
-	// goroutine's last task, cur still holds it, and it must not count as new. Holding it
-	// also keeps its address from being reused by a later job.
-	var last *job
+	// seen is the generation of the job this helper ran most recently: while the caller
+	// waits for another goroutine's last task, cur still holds it, and it must not count
+	// as new. Jobs are reused, so their address does not tell one use from the next.
+	var seen uint64
 	for {
-		j := p.await(last)
+		j, gen := p.await(seen)
 		if j == nil {
 			return
 		}
 		j.run(id)
-		last = j
+		seen = gen
 	}
 }
 
-// await returns the next job other than last, polling for spinFor and then parked, or nil
-// once the pool is stopping.
-func (p *pool) await(last *job) *job {
+// await returns the next job (and its generation) whose generation is not seen, polling
+// for spinFor and then parked, or nil once the pool is stopping.
+func (p *pool) await(seen uint64) (*job, uint64) {
 	for {
 		start := time.Now()
 		for i := 1; ; i++ {
-			if j := p.cur.Load(); j != nil && j != last {
-				return j
+			if j := p.cur.Load(); j != nil {
+				if gen := j.gen.Load(); gen != seen {
+					return j, gen
+				}
 			}
 			if p.stopping.Load() {
-				return nil
+				return nil, 0
 			}
 			if i%pollEvery == 0 {
 				if time.Since(start) > spinFor {
@@ -122,20 +139,20 @@ func (p *pool) await(last *job) *job {
 				runtime.Gosched()
 			}
 		}
-		if !p.park(last) {
-			return nil
+		if !p.park(seen) {
+			return nil, 0
 		}
 	}
 }
 
 // park blocks until a wake-up (true) or stop (false). A wake-up may come for a job this
 // helper has already seen or one another helper ran; await then polls and parks again.
-func (p *pool) park(last *job) bool {
+func (p *pool) park(seen uint64) bool {
 	p.sleeping.Add(1)
 	// The caller stores cur before it reads sleeping and this reads cur after committing,
 	// so a job published meanwhile is seen by this check, by the caller's, or by both.
 	// Without the check such a job would run without this helper, woken only by the next.
-	if j := p.cur.Load(); j != nil && j != last {
+	if j := p.cur.Load(); j != nil && j.gen.Load() != seen {
 		for {
 			s := p.sleeping.Load()
 			if s == 0 {
@@ -160,10 +177,11 @@ func (p *pool) park(last *job) bool {
 // no goroutine touches the job's data again.
 func (j *job) run(home int) {
 	d := 0
-	if j.shared {
+	if j.shared.Load() {
 		home = 0 // everyone claims part 0 from the front
 	}
-	if home < len(j.parts) {
+	parts := int(j.nparts.Load())
+	if home < parts {
 		for {
 			i, ok := j.parts[home].claimFront()
 			if !ok {
@@ -173,8 +191,8 @@ func (j *job) run(home int) {
 		}
 		d = 1
 	}
-	for ; d < len(j.parts); d++ {
-		pt := &j.parts[(home+d)%len(j.parts)]
+	for ; d < parts; d++ {
+		pt := &j.parts[(home+d)%parts]
 		for {
 			i, ok := pt.claimBack()
 			if !ok {
@@ -225,22 +243,28 @@ func (pt *jobPart) claimBack() (int, bool) {
 	}
 }
 
-// newJob splits tasks 0..n-1 into parts home ranges of n/parts tasks (parts ≥ 1, n < 2³²:
-// ops make a task per tile or per thousands of elements, so n is far smaller).
-func newJob(n, parts int, fn func(task int)) *job {
-	j := &job{fn: fn}
-	if parts <= len(j.inline) {
-		j.parts = j.inline[:parts]
-	} else {
-		j.parts = make([]jobPart, parts)
-	}
-	for i := range j.parts {
-		lo, hi := uint64(i*n/parts), uint64((i+1)*n/parts)
-		j.parts[i].r.Store(lo<<32 | hi)
-	}
+// newJob makes a job with room for maxParts home ranges.
+func newJob(maxParts int, shared bool) *job {
+	j := &job{parts: make([]jobPart, max(maxParts, 1))}
+	j.shared.Store(shared)
+	return j
+}
+
+// reset readies j for tasks 0..n-1 split into parts home ranges of n/parts tasks (1 ≤ parts
+// ≤ its room, n < 2³²: ops make a task per tile or per thousands of elements, so n is far
+// smaller). The ranges are stored last (see job).
+func (j *job) reset(n, parts int, fn func(task int)) {
+	j.fn = fn
 	j.pending.Store(int64(n))
 	j.done.Add(n)
-	return j
+	j.nparts.Store(int32(parts))
+	for i := range j.parts {
+		var lo, hi uint64
+		if i < parts {
+			lo, hi = uint64(i*n/parts), uint64((i+1)*n/parts)
+		}
+		j.parts[i].r.Store(lo<<32 | hi)
+	}
 }
 
 // wait returns when every task has finished: polling for spinFor, since the tasks left
@@ -275,15 +299,19 @@ func (p *pool) parallel(n int, serial bool, fn func(task int)) {
 	if p.shared {
 		parts = 1
 	}
-	j := newJob(n, parts, fn)
-	j.shared = p.shared
+	j := p.jobs[p.flip]
+	p.flip ^= 1
+	j.shared.Store(p.shared) // benchmarks flip p.shared between ops
+	j.reset(n, parts, fn)
+	p.gen++
+	j.gen.Store(p.gen)
 	p.cur.Store(j)
 	p.wakeParked(h)
 	j.run(0)
 	j.wait()
 	p.cur.Store(nil)
-	// Helpers keep a pointer to the job they last ran; dropping fn lets the op's buffers
-	// be collected once freed. No goroutine reads fn now: every claim has been made.
+	// The pool keeps the job for a later op; dropping fn lets this op's buffers be
+	// collected once freed. No goroutine reads fn now: every claim has been made.
 	j.fn = nil
 }
 

@@ -187,8 +187,10 @@ func TestJobClaimOrder(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []int
-			j := newJob(tc.n, tc.parts, func(i int) { got = append(got, i) })
-			j.shared = tc.shared
+			j := newJob(tc.parts+1, tc.shared)
+			j.reset(99, tc.parts+1, func(int) {}) // a use before: reset must clear every range
+			j.run(0)
+			j.reset(tc.n, tc.parts, func(i int) { got = append(got, i) })
 			j.run(tc.home)
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("order %v, want %v", got, tc.want)
@@ -197,5 +199,28 @@ func TestJobClaimOrder(t *testing.T) {
 				t.Fatalf("%d tasks pending after run", p)
 			}
 		})
+	}
+}
+
+// TestParallelAllocatesNothing: a parallel call reuses the pool's jobs, with more than 4
+// goroutines too, and every task still runs once.
+func TestParallelAllocatesNothing(t *testing.T) {
+	for _, threads := range []int{2, 6} {
+		p := newPool(threads)
+		var hits [64]atomic.Int32
+		fn := func(i int) { hits[i].Add(1) }
+		for range 10 {
+			p.parallel(len(hits), false, fn)
+		}
+		allocs := testing.AllocsPerRun(200, func() { p.parallel(len(hits), false, fn) })
+		p.stop()
+		if allocs != 0 {
+			t.Fatalf("%d threads: %v allocations per parallel call", threads, allocs)
+		}
+		for i := range hits {
+			if n := hits[i].Load(); n != 211 { // 10 warm-up calls, AllocsPerRun's 1 + 200
+				t.Fatalf("%d threads: task %d ran %d times, want 211", threads, i, n)
+			}
+		}
 	}
 }
