@@ -73,14 +73,22 @@ func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, erro
 // lost connection's cancel) carries the bound too, so no second context, timer and cancel
 // func are made per attempt.
 func RequestWithin(ctx context.Context, nc *nats.Conn, msg *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
+	var by time.Time
+	if timeout > 0 {
+		by = time.Now().Add(timeout)
+	}
+	return RequestBy(ctx, nc, msg, by)
+}
+
+// RequestBy is Request bounded also by the time by (zero: only ctx's deadline); a bound
+// already past fails with ErrTimeout, as a reply that did not come in time.
+func RequestBy(ctx context.Context, nc *nats.Conn, msg *nats.Msg, by time.Time) (*nats.Msg, error) {
 	if msg == nil {
 		return nil, errors.New("mesh: Request: nil message")
 	}
 	dl, ok := ctx.Deadline()
-	if timeout > 0 {
-		if within := time.Now().Add(timeout); !ok || within.Before(dl) {
-			dl, ok = within, true
-		}
+	if !by.IsZero() && (!ok || by.Before(dl)) {
+		dl, ok = by, true
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: request on %s", ErrNoDeadline, msg.Subject)

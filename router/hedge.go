@@ -130,6 +130,9 @@ func (m *Mesh) dispatch(ctx context.Context, st *step, s *send) {
 		s.err = <-primary
 		return
 	}
+	for _, h := range hedges {
+		h.deadline = st.deadline
+	}
 	hedgeEvent(ctx, s, hedges, d, "")
 	hctx, cancelHedge := context.WithCancel(ctx)
 	defer cancelHedge()

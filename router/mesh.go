@@ -222,6 +222,15 @@ type send struct {
 	body []byte
 	msg  *nats.Msg
 	res  proto.ExpertResult
+
+	// deadline bounds the send's requests (its step's deadline).
+	deadline time.Time
+	// run dispatches the send on its own goroutine in an exchange, with runCtx, runStep and
+	// runWG set for that exchange; made once per send (see exchange).
+	run     func()
+	runCtx  context.Context
+	runStep *step
+	runWG   *sync.WaitGroup
 }
 
 // reset readies a reused send for another batch, keeping its storage.
@@ -327,6 +336,43 @@ type step struct {
 	avoid map[*cardState]bool
 	// wg waits for an exchange's sends (the scratch's, so that it is not allocated per step).
 	wg *sync.WaitGroup
+	// deadline bounds the step (LayerTimeout, or the caller's deadline if sooner). Requests
+	// take it as a bound; only the rare waits that select on it derive a context (waitCtx),
+	// so a step in steady state makes none.
+	deadline time.Time
+	parent   context.Context
+	wctx     context.Context
+	wcancel  context.CancelFunc
+}
+
+// waitCtx is the step's context bounded by its deadline, derived on first use.
+func (st *step) waitCtx() context.Context {
+	if st.wctx == nil {
+		st.wctx, st.wcancel = context.WithDeadline(st.parent, st.deadline)
+	}
+	return st.wctx
+}
+
+// live reports whether the step may still send: its caller has not given up and its
+// deadline has not passed.
+func (st *step) live() bool {
+	return st.parent.Err() == nil && time.Now().Before(st.deadline)
+}
+
+// end releases what waitCtx derived and what the step held of its caller.
+func (st *step) end() {
+	if st.wcancel != nil {
+		st.wcancel()
+	}
+	st.parent, st.wctx, st.wcancel = nil, nil, nil
+}
+
+// expired is the error of a step whose deadline or caller ended it.
+func (st *step) expired() error {
+	if err := st.parent.Err(); err != nil {
+		return err
+	}
+	return context.DeadlineExceeded
 }
 
 // Forward implements model.Experts.
@@ -343,8 +389,10 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 	if m.expertMetrics.Load() != 0 {
 		m.stats.route(layer, r.Experts)
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.LayerTimeout)
-	defer cancel()
+	deadline := time.Now().Add(m.cfg.LayerTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
 
 	sc := m.getScratch()
 	defer m.putScratch(sc)
@@ -355,7 +403,8 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 	}
 	done := sc.done[:0]
 	st := &sc.st
-	*st = step{layer: layer, x: x, hidden: hidden, r: r}
+	*st = step{layer: layer, x: x, hidden: hidden, r: r, deadline: deadline, parent: ctx}
+	defer st.end()
 	// failed: cards that did not answer (gone or hung), skipped for the rest of the step.
 	// busy: cards that answered 503/507 (queue full, out of memory): alive, so they are
 	// avoided while another replica exists and retried after a backoff when none does.
@@ -371,32 +420,36 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 		}
 		if wait > 0 {
 			t := time.NewTimer(wait)
+			wctx := st.waitCtx()
 			select {
-			case <-ctx.Done():
+			case <-wctx.Done():
 				t.Stop()
-				return fmt.Errorf("layer %d: cards busy until the deadline: %w (last: %w)", layer, ctx.Err(), lastErr)
+				return fmt.Errorf("layer %d: cards busy until the deadline: %w (last: %w)", layer, wctx.Err(), lastErr)
 			case <-t.C:
 			}
 		}
 		// A NATS restart: wait for the reconnect (up to the layer deadline) instead of
 		// failing sends that cannot leave.
-		if err := mesh.WaitConnected(ctx, m.nc); err != nil {
-			return fmt.Errorf("layer %d: %w", layer, err)
+		if !m.nc.IsConnected() {
+			if err := mesh.WaitConnected(st.waitCtx(), m.nc); err != nil {
+				return fmt.Errorf("layer %d: %w", layer, err)
+			}
 		}
 		changed := m.tab.waitChange()
 		sends, err := m.planInto(&sc.plan, layer, x, hidden, r, pending, failed, busy)
-		if errors.Is(err, ErrNoReplica) && m.placed(ctx) {
+		if errors.Is(err, ErrNoReplica) && m.placed(st.waitCtx()) {
 			// An expert lost its last replica (a card died, the registry is refilling after a
 			// NATS restart): the controller re-places it within seconds, so the step waits for
 			// the table to change, up to the layer deadline, instead of failing at once.
 			// Without a controller (static placement) nobody will, and the step fails at once.
 			m.cfg.Logger.DebugContext(ctx, "waiting for a replica", "layer", layer, "err", err)
+			wctx := st.waitCtx()
 			select {
-			case <-ctx.Done():
+			case <-wctx.Done():
 				if lastErr != nil {
 					err = fmt.Errorf("%w (after: %w)", err, lastErr)
 				}
-				return fmt.Errorf("%w; waited until the deadline: %w", err, ctx.Err())
+				return fmt.Errorf("%w; waited until the deadline: %w", err, wctx.Err())
 			case <-changed:
 			}
 			// A card that failed earlier in this step may have been the only replica; the
@@ -424,10 +477,10 @@ func (m *Mesh) Forward(ctx context.Context, layer int, x []float32, hidden int, 
 				} else {
 					done = append(done, s)
 				}
-			case errors.Is(s.err, mesh.ErrNotConnected) && ctx.Err() == nil:
+			case errors.Is(s.err, mesh.ErrNotConnected) && st.live():
 				// Our connection dropped, not the card: send again once it is back.
 				pending = append(pending, s.slots...)
-			case mesh.Retryable(s.err) && ctx.Err() == nil:
+			case mesh.Retryable(s.err) && st.live():
 				m.cfg.Logger.DebugContext(ctx, "re-sending a card's batch", "layer", layer, "card", s.card.id, "err", s.err)
 				m.retried(ctx, s, round)
 				lastErr = s.err
@@ -612,11 +665,27 @@ func (m *Mesh) exchange(ctx context.Context, st *step, sends []*send) {
 	if wg == nil {
 		wg = new(sync.WaitGroup)
 	}
+	for _, s := range sends {
+		s.deadline = st.deadline
+	}
 	for _, s := range sends[1:] {
-		wg.Go(func() { m.dispatch(ctx, st, s) })
+		// A goroutine per extra card, started from a function the send keeps: a closure
+		// made here would be allocated on every step.
+		if s.run == nil {
+			s.run = func() {
+				defer s.runWG.Done()
+				m.dispatch(s.runCtx, s.runStep, s)
+			}
+		}
+		s.runCtx, s.runStep, s.runWG = ctx, st, wg
+		wg.Add(1)
+		go s.run()
 	}
 	m.dispatch(ctx, st, sends[0])
 	wg.Wait()
+	for _, s := range sends[1:] {
+		s.runCtx, s.runStep = nil, nil // the step's caller must not outlive it
+	}
 }
 
 // sendAll sends every batch concurrently, without hedging, and returns the first error.
@@ -653,12 +722,16 @@ func (m *Mesh) request(ctx context.Context, s *send) error {
 		msg.Header.Set(proto.HeaderTenant, tenants)
 	}
 	rows := int64(s.batch.Rows())
-	// The attempt's timeout rides the one context mesh.RequestWithin derives anyway.
+	// The attempt's timeout and the step's deadline bound the request (mesh.RequestBy).
 	actx, span := m.startAttempt(ctx, s, msg, tenants)
 	s.card.inflight.Add(rows)
 	s.card.stats.sent.Add(int64(len(data)))
 	start := time.Now()
-	reply, err := mesh.RequestWithin(actx, m.nc, msg, m.cfg.AttemptTimeout)
+	by := time.Now().Add(m.cfg.AttemptTimeout)
+	if !s.deadline.IsZero() && s.deadline.Before(by) {
+		by = s.deadline
+	}
+	reply, err := mesh.RequestBy(actx, m.nc, msg, by)
 	s.card.inflight.Add(-rows)
 	if span != nil {
 		endSpan(span, err)
