@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -342,4 +343,24 @@ func TestHedgeAdaptive(t *testing.T) {
 			t.Errorf("hedges %v with every card equally slow", h)
 		}
 	})
+}
+
+// TestLayerDeadlineBoundsRequests: a card that hangs fails the step at the layer deadline,
+// well before the attempt timeout, with a timeout; the step keeps its deadline as a time,
+// not a context, so this is what bounds each request.
+func TestLayerDeadlineBoundsRequests(t *testing.T) {
+	fm := startFakeMesh(t, fakeCard{id: "hung", experts: []int{0, 1, 2, 3, 4, 5, 6, 7}, delay: time.Minute})
+	m := fm.newMesh(t, MeshConfig{LayerTimeout: 300 * time.Millisecond, AttemptTimeout: 10 * time.Second})
+	const hidden = 16
+	x, r := testRouting(1, 4, hidden)
+	out := make([]float32, len(x))
+	start := time.Now()
+	err := m.Forward(context.Background(), 1, x, hidden, r, out)
+	took := time.Since(start)
+	if err == nil || !errors.Is(err, mesh.ErrTimeout) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if took < 250*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("failed after %v: want about the 300ms layer deadline (attempt timeout 10s)", took)
+	}
 }
