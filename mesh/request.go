@@ -69,9 +69,8 @@ func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, erro
 }
 
 // RequestWithin is Request bounded also by timeout (0: only ctx's deadline). It is cheaper
-// than Request under a context.WithTimeout: the one context Request derives anyway (for a
-// lost connection's cancel) carries the bound too, so no second context, timer and cancel
-// func are made per attempt.
+// than Request under a context.WithTimeout: the bound is the waiter's timer, so no
+// context, timer and cancel func are made per attempt.
 func RequestWithin(ctx context.Context, nc *nats.Conn, msg *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
 	var by time.Time
 	if timeout > 0 {
