@@ -203,11 +203,12 @@ func (j *job) run(home int) {
 	}
 }
 
-// do runs task i and counts it finished.
+// do runs task i and counts it finished: pending first, done last, so that once done's
+// Wait returns no goroutine is still between the two counts (see wait).
 func (j *job) do(i int) {
 	j.fn(i)
-	j.done.Done()
 	j.pending.Add(-1)
+	j.done.Done()
 }
 
 // jobPart is one goroutine's home range of a job's tasks, [lo, hi) packed in one word as
@@ -269,18 +270,20 @@ func (j *job) reset(n, parts int, fn func(task int)) {
 
 // wait returns when every task has finished: polling for spinFor, since the tasks left
 // are already running on helpers and a small task ends within microseconds, then blocked,
-// for a helper whose thread the host has descheduled.
+// for a helper whose thread the host has descheduled. It always ends on done's Wait, which
+// returns at once when the polling saw the last task: the job is reused, and a count still
+// to come from this use would land in the next one and end its wait a task early.
 func (j *job) wait() {
 	start := time.Now()
 	for i := 1; j.pending.Load() > 0; i++ {
 		if i%pollEvery == 0 {
 			if time.Since(start) > spinFor {
-				j.done.Wait()
-				return
+				break
 			}
 			runtime.Gosched()
 		}
 	}
+	j.done.Wait()
 }
 
 // parallel runs fn(0..n-1) and returns when all have finished. Ops call it with the card's
