@@ -65,22 +65,12 @@ func (e *requestError) Unwrap() []error {
 // wrap ErrNoResponders, ErrTimeout, ErrNotConnected or the nats.go error. Retryable tells
 // which are worth another attempt.
 func Request(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) {
-	return RequestWithin(ctx, nc, msg, 0)
-}
-
-// RequestWithin is Request bounded also by timeout (0: only ctx's deadline). It is cheaper
-// than Request under a context.WithTimeout: the bound is the waiter's timer, so no
-// context, timer and cancel func are made per attempt.
-func RequestWithin(ctx context.Context, nc *nats.Conn, msg *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
-	var by time.Time
-	if timeout > 0 {
-		by = time.Now().Add(timeout)
-	}
-	return RequestBy(ctx, nc, msg, by)
+	return RequestBy(ctx, nc, msg, time.Time{})
 }
 
 // RequestBy is Request bounded also by the time by (zero: only ctx's deadline); a bound
-// already past fails with ErrTimeout, as a reply that did not come in time.
+// already past fails with ErrTimeout, as a reply that did not come in time. The bound is
+// the waiter's timer, so unlike a context.WithTimeout it costs nothing per attempt.
 func RequestBy(ctx context.Context, nc *nats.Conn, msg *nats.Msg, by time.Time) (*nats.Msg, error) {
 	if msg == nil {
 		return nil, errors.New("mesh: Request: nil message")

@@ -107,7 +107,7 @@ func TestRequest(t *testing.T) {
 		// told that one.
 		ctx := timeout(t, 5*time.Second)
 		start := time.Now()
-		_, err := RequestWithin(ctx, nc, nats.NewMsg("svc.sink"), 200*time.Millisecond)
+		_, err := RequestBy(ctx, nc, nats.NewMsg("svc.sink"), time.Now().Add(200*time.Millisecond))
 		d := time.Since(start)
 		if !errors.Is(err, ErrTimeout) || !Retryable(err) || ctx.Err() != nil {
 			t.Fatalf("err = %v: want a retryable ErrTimeout with ctx still live", err)
@@ -116,7 +116,7 @@ func TestRequest(t *testing.T) {
 			t.Fatalf("timed out after %v, bound 200ms", d)
 		}
 		before := time.Now()
-		reply, err := RequestWithin(ctx, nc, nats.NewMsg("svc.echo"), time.Second)
+		reply, err := RequestBy(ctx, nc, nats.NewMsg("svc.echo"), time.Now().Add(time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func TestRequest(t *testing.T) {
 			t.Fatalf("stamped deadline %v, want about 1s from the send (%v)", stamped, before)
 		}
 		dl, _ := ctx.Deadline()
-		if reply, err = RequestWithin(ctx, nc, nats.NewMsg("svc.echo"), time.Hour); err != nil {
+		if reply, err = RequestBy(ctx, nc, nats.NewMsg("svc.echo"), time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		if got := reply.Header.Get(proto.HeaderDeadline); got != strconv.FormatInt(dl.UnixNano(), 10) {

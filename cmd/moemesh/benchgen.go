@@ -101,7 +101,7 @@ while the other's experts are out); the tokens must be the same.`,
 					continue
 				}
 				wec := ec
-				if way == "whole" || (way == "mesh" && compareSplit) {
+				if way == "whole" {
 					wec.MicroBatchRows = 0
 				}
 				r, err := stack.NewRouter(ctx, stack.RouterConfig{ModelDir: dir, Model: name, Conn: nc, Local: way == "local", Engine: wec, IgnoreEOS: true, Logger: log})
